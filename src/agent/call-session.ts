@@ -1,0 +1,578 @@
+/**
+ * One call: wires the provider transport to the engines and owns the conversation. Audio comes in
+ * through `CallEventSink`; the shared VAD and the endpointer turn it into speech events; the pure
+ * turn-taking machine decides; this class performs the effects (recognize, reply, pause, resume,
+ * interrupt) and keeps the transcript honest: an assistant message holds only what was heard.
+ */
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import { SAMPLE_RATE_8K, bytesToMs } from '../audio/frames.js';
+import { PlayoutQueue, type PlayoutMessage } from '../audio/playout-queue.js';
+import type { PlayoutScheduler, PlayoutSink } from '../audio/playout-scheduler.js';
+import type { AsrStream, ChatMessage, Engines, ToolCall, VadResult, VadStream } from '../engines/types.js';
+import type { CallEnding, CallEventSink, CallTransport } from '../telephony/transport.js';
+import { AsyncQueue } from '../util/async-queue.js';
+import type { AgentProfile } from './agent-profile.js';
+import { AgentUtterance, type UtteranceKind } from './agent-utterance.js';
+import { Endpointer, type EndpointEvent } from './endpointing.js';
+import type { PromptCache } from './prompt-cache.js';
+import { SentenceChunker } from './sentence-chunker.js';
+import { SpeechEncoder } from './speech-encoder.js';
+import { initialTurnState, nextTurn, type TurnEffect, type TurnInput, type TurnState } from './turn-taking.js';
+import { BUILT_IN_TOOLS, parseBuiltInToolCall } from './built-in-tools.js';
+
+export interface SessionTiming {
+  endOfTurnSilenceMs: number;
+  minSpeechMs: number;
+  bargeInMinSpeechMs: number;
+  vadThreshold: number;
+  outboundFrameMs: number;
+  outboundLeadMs: number;
+  maxCallSeconds: number;
+}
+
+export interface CallSessionDeps {
+  callId: string;
+  transport: CallTransport;
+  engines: Engines;
+  profile: AgentProfile;
+  timing: SessionTiming;
+  scheduler: PlayoutScheduler;
+  prompts: PromptCache;
+  logger: Logger;
+}
+
+/** Per-turn latency waterfall, monotonic ms; kept with the call for post-call use. */
+export interface TurnRecord {
+  index: number;
+  userText: string;
+  assistantText: string;
+  interrupted: boolean;
+  speechEndAt?: number;
+  turnDecidedAt?: number;
+  asrFinalAt?: number;
+  llmFirstTokenAt?: number;
+  firstSegmentToTtsAt?: number;
+  ttsFirstAudioAt?: number;
+  firstFrameSentAt?: number;
+}
+
+export type SessionEvent =
+  | { type: 'speech_onset'; atMs: number }
+  | { type: 'clear_sent'; atMs: number; reason: 'pause' | 'interrupt' }
+  | { type: 'interrupted'; atMs: number; heardText: string }
+  | { type: 'turn_decided'; atMs: number }
+  | { type: 'first_frame'; atMs: number; utteranceId: number }
+  | { type: 'dtmf'; digit: string }
+  | { type: 'ended'; reason: string };
+
+/** Caller audio kept before speech onset, so the recognizer hears the first syllable. */
+const PRE_ROLL_MS = 400;
+
+export class CallSession implements CallEventSink {
+  readonly callId: string;
+  readonly startedAt = new Date();
+  readonly conversation: ChatMessage[] = [];
+  readonly turns: TurnRecord[] = [];
+  readonly dtmfDigits: string[] = [];
+  state: TurnState = initialTurnState;
+  endReason: string | undefined;
+
+  private readonly transport: CallTransport;
+  private readonly engines: Engines;
+  private readonly profile: AgentProfile;
+  private readonly timing: SessionTiming;
+  private readonly logger: Logger;
+  private readonly scheduler: PlayoutScheduler;
+  private readonly prompts: PromptCache;
+  private readonly queue: PlayoutQueue;
+  private readonly sink: PlayoutSink;
+  private readonly vad: VadStream;
+  private readonly endpointer: Endpointer;
+  private readonly preRoll: Int16Array[] = [];
+  private preRollSamples = 0;
+  private asr: AsrStream | undefined;
+  private asrFinal: Promise<string> | undefined;
+  /** Caller words of a turn whose reply was dropped because the caller went on. */
+  private carriedUserText = '';
+  private current: AgentUtterance | undefined;
+  private readonly utterances = new Map<number, AgentUtterance>();
+  private nextUtteranceId = 1;
+  private readonly flushedMarks = new Map<string, number>();
+  private pendingEnding: CallEnding | undefined;
+  private turn: TurnRecord | undefined;
+  private readonly listeners = new Set<(event: SessionEvent) => void>();
+  private readonly maxDurationTimer: NodeJS.Timeout;
+  private ended = false;
+  private endedResolve!: () => void;
+  readonly endedPromise = new Promise<void>((resolve) => (this.endedResolve = resolve));
+
+  constructor(deps: CallSessionDeps) {
+    this.callId = deps.callId;
+    this.transport = deps.transport;
+    this.engines = deps.engines;
+    this.profile = deps.profile;
+    this.timing = deps.timing;
+    this.logger = deps.logger;
+    this.scheduler = deps.scheduler;
+    this.prompts = deps.prompts;
+    this.queue = new PlayoutQueue({ frameMs: deps.timing.outboundFrameMs, leadMs: deps.timing.outboundLeadMs });
+    this.sink = { queue: this.queue, deliver: (message) => this.deliver(message) };
+    this.vad = deps.engines.vad.createStream((result) => this.onVad(result));
+    this.endpointer = new Endpointer({
+      threshold: deps.timing.vadThreshold,
+      minSpeechMs: deps.timing.minSpeechMs,
+      endOfTurnSilenceMs: deps.timing.endOfTurnSilenceMs,
+      gapMs: 96,
+    });
+    this.conversation.push({ role: 'system', content: deps.profile.systemPrompt });
+    this.maxDurationTimer = setTimeout(() => this.onMaxDuration(), deps.timing.maxCallSeconds * 1000);
+    this.maxDurationTimer.unref();
+  }
+
+  onEvent(listener: (event: SessionEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
+  /** The stream is up: greet the caller from the prompt cache. */
+  start(): void {
+    this.logger.info({ event: 'call_started', provider: this.transport.provider }, 'call started');
+    this.speakFixed(this.profile.greeting, 'greeting');
+  }
+
+  // ── inbound (CallEventSink) ────────────────────────────────────────────────────────────────────
+  onAudio(pcm8k: Int16Array): void {
+    if (this.ended) return;
+    this.vad.push(pcm8k);
+    if (this.asr !== undefined) this.asr.push(pcm8k);
+    this.preRoll.push(pcm8k);
+    this.preRollSamples += pcm8k.length;
+    const limit = (PRE_ROLL_MS * SAMPLE_RATE_8K) / 1000;
+    while (this.preRollSamples - (this.preRoll[0]?.length ?? 0) >= limit) this.preRollSamples -= this.preRoll.shift()!.length;
+  }
+
+  onDtmf(digit: string): void {
+    if (this.ended) return;
+    this.dtmfDigits.push(digit);
+    this.logger.info({ event: 'dtmf', digit }, 'caller pressed a key');
+    this.emit({ type: 'dtmf', digit });
+  }
+
+  onMarkEcho(name: string): void {
+    if (this.ended) return;
+    const flushed = this.flushedMarks.get(name);
+    if (flushed !== undefined) {
+      // The echo `clear` provoked, not playback: the re-sent copy's echo is the real one.
+      if (flushed <= 1) this.flushedMarks.delete(name);
+      else this.flushedMarks.set(name, flushed - 1);
+      return;
+    }
+    const parsed = AgentUtterance.parseMark(name);
+    if (parsed === undefined) {
+      this.logger.warn({ event: 'unknown_mark', name }, 'mark echo we never sent');
+      return;
+    }
+    const utterance = this.utterances.get(parsed.utteranceId);
+    if (utterance === undefined) return;
+    if (utterance.onMarkEcho(parsed.which, performance.now())) this.onUtteranceDone(utterance);
+  }
+
+  onStreamEnd(reason: string): void {
+    this.end(reason);
+  }
+
+  // ── speech detection → turn-taking ────────────────────────────────────────────────────────────
+  private onVad(result: VadResult): void {
+    if (this.ended) return;
+    const chunkMs = (this.engines.vad.chunkSamples / SAMPLE_RATE_8K) * 1000;
+    for (const event of this.endpointer.push(result.probability, chunkMs)) this.onEndpoint(event);
+  }
+
+  private onEndpoint(event: EndpointEvent): void {
+    if (event.type === 'speech_onset') this.emit({ type: 'speech_onset', atMs: performance.now() });
+    if (event.type === 'turn_end' && this.turn === undefined) this.turn = this.newTurnRecord();
+    if (event.type === 'turn_end' && this.turn !== undefined) {
+      this.turn.speechEndAt = performance.now() - (event.atMs - event.speechEndMs);
+    }
+    this.dispatch(event);
+  }
+
+  private dispatch(input: TurnInput): void {
+    const before = this.state.phase;
+    const { state, effects } = nextTurn(this.state, input, this.timing);
+    this.state = state;
+    if (state.phase !== before) this.logger.debug({ event: 'turn_state', from: before, to: state.phase, input: input.type }, 'turn state');
+    for (const effect of effects) this.perform(effect);
+  }
+
+  private perform(effect: TurnEffect): void {
+    switch (effect) {
+      case 'open_user_turn':
+        return this.openUserTurn();
+      case 'end_user_turn':
+        return this.endUserTurn();
+      case 'cancel_pending_reply':
+        return this.cancelPendingReply();
+      case 'pause_output':
+        return this.pauseOutput();
+      case 'resume_output':
+        return this.resumeOutput();
+      case 'interrupt_reply':
+        return this.interruptReply();
+      default: {
+        const unhandled: never = effect;
+        throw new Error(`unhandled effect ${String(unhandled)}`);
+      }
+    }
+  }
+
+  private openUserTurn(): void {
+    this.asr?.cancel();
+    this.turn = this.newTurnRecord();
+    let resolveFinal!: (text: string) => void;
+    this.asrFinal = new Promise<string>((resolve) => (resolveFinal = resolve));
+    const stream = this.engines.asr.createStream(this.callId, (event) => {
+      if (event.type === 'final') resolveFinal(event.text);
+      else if (event.type === 'error') {
+        this.logger.warn({ event: 'asr_error', err: event.error.message }, 'recognizer failed on this utterance');
+        resolveFinal('');
+      }
+    });
+    for (const chunk of this.preRoll) stream.push(chunk);
+    this.asr = stream;
+  }
+
+  private endUserTurn(): void {
+    const stream = this.asr;
+    const final = this.asrFinal;
+    const turn = this.turn ?? this.newTurnRecord();
+    this.turn = undefined;
+    this.asr = undefined;
+    this.asrFinal = undefined;
+    turn.turnDecidedAt = performance.now();
+    this.emit({ type: 'turn_decided', atMs: turn.turnDecidedAt });
+    if (stream === undefined || final === undefined) {
+      this.dispatch({ type: 'agent_done' });
+      return;
+    }
+    stream.end();
+    void final.then((text) => this.onUserText(turn, text));
+  }
+
+  private onUserText(turn: TurnRecord, text: string): void {
+    if (this.ended) return;
+    turn.asrFinalAt = performance.now();
+    const userText = [this.carriedUserText, text.trim()].filter(Boolean).join(' ');
+    this.carriedUserText = '';
+    if (this.state.phase !== 'thinking') {
+      // The caller started again before the recognizer finished: keep the words for that turn.
+      this.carriedUserText = userText;
+      return;
+    }
+    if (userText === '') {
+      this.logger.info({ event: 'empty_turn' }, 'caller turn had no recognizable words');
+      this.dispatch({ type: 'agent_done' });
+      return;
+    }
+    turn.userText = userText;
+    turn.index = this.turns.length;
+    this.turns.push(turn);
+    this.conversation.push({ role: 'user', content: userText });
+    this.logger.info({ event: 'user_turn', turn: turn.index, text: userText }, 'caller said');
+    this.startReply(turn);
+  }
+
+  private cancelPendingReply(): void {
+    const utterance = this.current;
+    if (utterance === undefined || utterance.kind !== 'reply') return;
+    utterance.cancel();
+    this.queue.clear();
+    // Take the caller's words back out of the conversation: they continue in the next turn.
+    const last = this.conversation[this.conversation.length - 1];
+    if (last?.role === 'user') {
+      this.carriedUserText = [last.content, this.carriedUserText].filter(Boolean).join(' ');
+      this.conversation.pop();
+      this.turns.pop();
+    }
+    this.logger.info({ event: 'reply_cancelled', utterance: utterance.id }, 'caller went on; reply dropped unheard');
+    this.current = undefined;
+  }
+
+  private pauseOutput(): void {
+    const now = performance.now();
+    const { flushedMarks, rewoundMs } = this.queue.pause(now);
+    for (const name of flushedMarks) this.flushedMarks.set(name, (this.flushedMarks.get(name) ?? 0) + 1);
+    this.current?.notePaused(now);
+    this.transport.clear();
+    this.emit({ type: 'clear_sent', atMs: now, reason: 'pause' });
+    this.logger.debug({ event: 'output_paused', rewoundMs }, 'caller speech onset: output paused');
+  }
+
+  private resumeOutput(): void {
+    this.queue.resume();
+    this.current?.noteResumed();
+    this.scheduler.wake(this.sink);
+    this.logger.debug({ event: 'output_resumed' }, 'speech too short to interrupt: output resumed');
+  }
+
+  private interruptReply(): void {
+    const now = performance.now();
+    const utterance = this.current;
+    this.queue.clear();
+    this.transport.clear();
+    this.emit({ type: 'clear_sent', atMs: now, reason: 'interrupt' });
+    if (utterance !== undefined) {
+      utterance.interrupt(now);
+      this.finishUtterance(utterance);
+      this.emit({ type: 'interrupted', atMs: now, heardText: utterance.heardText() });
+      this.logger.info({ event: 'barge_in', utterance: utterance.id, heard: utterance.heardText() }, 'caller interrupted the agent');
+    }
+    this.pendingEnding = undefined;
+    this.dispatch({ type: 'interrupt_handled' });
+  }
+
+  // ── agent output ──────────────────────────────────────────────────────────────────────────────
+  private newUtterance(kind: UtteranceKind): AgentUtterance {
+    const utterance = new AgentUtterance(this.nextUtteranceId++, kind);
+    this.utterances.set(utterance.id, utterance);
+    this.current = utterance;
+    return utterance;
+  }
+
+  /** A fixed line, from the prompt cache when it is there (synthesized on the fly if not). */
+  private speakFixed(text: string, kind: UtteranceKind): AgentUtterance {
+    const utterance = this.newUtterance(kind);
+    const cached = this.prompts.get(text, this.transport.encoding);
+    const enqueue = (frames: Uint8Array): void => {
+      if (!utterance.isActive || this.ended) return;
+      this.queue.enqueueMark(utterance.markName('start'));
+      this.enqueueAudio(utterance, frames);
+      utterance.addSegment(0, text, bytesToMs(frames.length));
+      this.queue.enqueueMark(utterance.markName(0));
+      this.queue.enqueueMark(utterance.markName('end'));
+      utterance.markAllQueued();
+      this.scheduler.wake(this.sink);
+    };
+    if (cached !== undefined) enqueue(cached);
+    else {
+      void this.prompts.synthesize(text, this.transport.encoding, this.profile.voice).then(enqueue, (error: Error) => {
+        this.logger.error({ event: 'tts_error', err: error.message }, 'could not synthesize a fixed prompt');
+        this.finishUtterance(utterance);
+      });
+    }
+    return utterance;
+  }
+
+  private enqueueAudio(utterance: AgentUtterance, frames: Uint8Array): void {
+    if (frames.length === 0) return;
+    if (utterance.status === 'preparing') {
+      utterance.status = 'speaking';
+      this.dispatch({ type: 'agent_audio_started' });
+    }
+    this.queue.enqueueAudio(frames);
+    this.scheduler.wake(this.sink);
+  }
+
+  private startReply(turn: TurnRecord): void {
+    const utterance = this.newUtterance('reply');
+    void this.runReply(utterance, turn).catch((error: Error) => {
+      if (utterance.signal.aborted || this.ended) return;
+      this.logger.error({ event: 'reply_failed', err: error.message }, 'reply pipeline failed; apologizing');
+      this.finishUtterance(utterance);
+      this.speakFixed(this.profile.apology, 'prompt');
+    });
+  }
+
+  private async runReply(utterance: AgentUtterance, turn: TurnRecord): Promise<void> {
+    const signal = utterance.signal;
+    const segments = new AsyncQueue<string>();
+    const chunker = new SentenceChunker();
+    const llmDone = (async () => {
+      try {
+        const events = this.engines.llm.generate({ callId: this.callId, messages: [...this.conversation], tools: BUILT_IN_TOOLS, signal });
+        for await (const event of events) {
+          if (signal.aborted) break;
+          if (event.type === 'text') {
+            turn.llmFirstTokenAt ??= performance.now();
+            utterance.generatedText += event.delta;
+            for (const segment of chunker.push(event.delta)) {
+              turn.firstSegmentToTtsAt ??= performance.now();
+              segments.push(segment);
+            }
+          } else if (event.type === 'tool_call') {
+            utterance.toolCalls.push(event.call);
+          }
+        }
+        for (const segment of chunker.flush()) {
+          turn.firstSegmentToTtsAt ??= performance.now();
+          segments.push(segment);
+        }
+        segments.end();
+      } catch (error) {
+        segments.fail(error as Error);
+      }
+    })();
+
+    const encoder = new SpeechEncoder(this.transport.encoding);
+    let segmentMs = 0;
+    try {
+      this.queue.enqueueMark(utterance.markName('start'));
+      const audio = this.engines.tts.synthesize({ callId: this.callId, text: segments, signal, ...(this.profile.voice ? { voice: this.profile.voice } : {}) });
+      for await (const chunk of audio) {
+        if (signal.aborted || this.ended) return;
+        turn.ttsFirstAudioAt ??= performance.now();
+        const frames = encoder.encode(chunk.pcm, chunk.sampleRate);
+        segmentMs += bytesToMs(frames.length);
+        this.enqueueAudio(utterance, frames);
+        if (chunk.segmentEnd) {
+          const tail = encoder.flush();
+          segmentMs += bytesToMs(tail.length);
+          this.enqueueAudio(utterance, tail);
+          utterance.addSegment(chunk.segment, chunk.text, segmentMs);
+          segmentMs = 0;
+          this.queue.enqueueMark(utterance.markName(chunk.segment));
+          this.scheduler.wake(this.sink);
+        }
+      }
+      await llmDone;
+    } finally {
+      encoder.destroy();
+    }
+    if (signal.aborted || this.ended) return;
+    this.takeToolCalls(utterance);
+    this.queue.enqueueMark(utterance.markName('end'));
+    utterance.markAllQueued();
+    this.scheduler.wake(this.sink);
+  }
+
+  private takeToolCalls(utterance: AgentUtterance): void {
+    for (const call of utterance.toolCalls) {
+      const action = parseBuiltInToolCall(call);
+      if (action === undefined) {
+        this.logger.warn({ event: 'unknown_tool', name: call.name }, 'LLM called a tool we do not have');
+        continue;
+      }
+      this.logger.info({ event: 'tool_call', name: call.name, args: call.arguments }, 'agent action');
+      this.pendingEnding = action;
+    }
+  }
+
+  private deliver(message: PlayoutMessage): void {
+    if (this.ended) return;
+    if (message.kind === 'mark') {
+      this.transport.sendMark(message.name);
+      return;
+    }
+    this.transport.sendAudio(message.data);
+    const utterance = this.current;
+    if (utterance !== undefined && utterance.kind === 'reply') {
+      const turn = this.turns[this.turns.length - 1];
+      if (turn !== undefined && turn.firstFrameSentAt === undefined) {
+        turn.firstFrameSentAt = performance.now();
+        this.emit({ type: 'first_frame', atMs: turn.firstFrameSentAt, utteranceId: utterance.id });
+        this.logger.info(
+          { event: 'reply_first_frame', turn: turn.index, latency: waterfall(turn) },
+          'reply audio on the wire',
+        );
+      }
+    } else if (utterance !== undefined && utterance.kind === 'greeting' && !this.greetingLogged) {
+      this.greetingLogged = true;
+      this.emit({ type: 'first_frame', atMs: performance.now(), utteranceId: utterance.id });
+    }
+  }
+  private greetingLogged = false;
+
+  private onUtteranceDone(utterance: AgentUtterance): void {
+    this.finishUtterance(utterance);
+    if (this.current === utterance) this.current = undefined;
+    this.dispatch({ type: 'agent_done' });
+    const ending = this.pendingEnding;
+    if (ending !== undefined && utterance.kind === 'reply') {
+      this.pendingEnding = undefined;
+      this.logger.info({ event: 'call_ending', ending }, 'agent ends the call');
+      this.transport.finish(ending);
+      this.end(ending.kind === 'transfer' ? 'transferred' : 'agent_hung_up');
+    }
+  }
+
+  /** Puts the heard part of an utterance into the conversation, once. */
+  private finishUtterance(utterance: AgentUtterance): void {
+    if (!this.utterances.has(utterance.id)) return;
+    this.utterances.delete(utterance.id);
+    if (utterance.status === 'preparing' || utterance.status === 'speaking') utterance.cancel();
+    const heard = utterance.status === 'done' ? utterance.segments.map((s) => s?.text ?? '').join(' ').trim() : utterance.heardText();
+    const toolCalls: ToolCall[] = utterance.status === 'done' ? utterance.toolCalls : [];
+    if (heard !== '' || toolCalls.length > 0) {
+      this.conversation.push({ role: 'assistant', content: heard, ...(toolCalls.length > 0 ? { toolCalls } : {}) });
+      for (const call of toolCalls) this.conversation.push({ role: 'tool', toolCallId: call.id, content: 'ok' });
+    }
+    const turn = utterance.kind === 'reply' ? this.turns[this.turns.length - 1] : undefined;
+    if (turn !== undefined) {
+      turn.assistantText = heard;
+      turn.interrupted = utterance.status === 'interrupted';
+    }
+    this.logger.info(
+      { event: 'agent_utterance', kind: utterance.kind, status: utterance.status, text: heard },
+      utterance.status === 'done' ? 'agent said' : 'agent was cut off',
+    );
+  }
+
+  private newTurnRecord(): TurnRecord {
+    return { index: this.turns.length, userText: '', assistantText: '', interrupted: false };
+  }
+
+  private onMaxDuration(): void {
+    this.logger.warn({ event: 'max_duration', seconds: this.timing.maxCallSeconds }, 'call reached its maximum duration');
+    this.transport.finish({ kind: 'hang_up', reason: 'max_duration' });
+    this.end('max_duration');
+  }
+
+  // ── end ───────────────────────────────────────────────────────────────────────────────────────
+  /** Ends the session: every stream cancelled, every timer cleared. Idempotent. */
+  end(reason: string): void {
+    if (this.ended) return;
+    const current = this.current;
+    if (current !== undefined) {
+      current.interrupt(performance.now());
+      this.finishUtterance(current);
+    }
+    this.ended = true;
+    this.endReason = reason;
+    clearTimeout(this.maxDurationTimer);
+    this.vad.close();
+    this.asr?.cancel();
+    this.asr = undefined;
+    this.scheduler.remove(this.sink);
+    this.queue.clear();
+    this.utterances.clear();
+    this.logger.info({ event: 'call_ended', reason, turns: this.turns.length, durationMs: Date.now() - this.startedAt.getTime() }, 'call ended');
+    this.emit({ type: 'ended', reason });
+    this.endedResolve();
+  }
+
+  private emit(event: SessionEvent): void {
+    for (const listener of this.listeners) listener(event);
+  }
+}
+
+/** The turn's latency waterfall in ms relative to the turn decision, for logs. */
+export function waterfall(turn: TurnRecord): Record<string, number> {
+  const base = turn.turnDecidedAt ?? 0;
+  const out: Record<string, number> = {};
+  const stages: Array<[string, number | undefined]> = [
+    ['speechEnd', turn.speechEndAt],
+    ['asrFinal', turn.asrFinalAt],
+    ['llmFirstToken', turn.llmFirstTokenAt],
+    ['firstSegmentToTts', turn.firstSegmentToTtsAt],
+    ['ttsFirstAudio', turn.ttsFirstAudioAt],
+    ['firstFrameSent', turn.firstFrameSentAt],
+  ];
+  for (const [name, at] of stages) if (at !== undefined) out[name] = Math.round((at - base) * 10) / 10;
+  return out;
+}
+

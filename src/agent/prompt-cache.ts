@@ -1,0 +1,46 @@
+/**
+ * Fixed prompts (greeting, apology, goodbye…) synthesized once at start-up and kept as ready-to-send
+ * 8 kHz frames, so a call's greeting is on the wire within milliseconds of the stream's `start`.
+ */
+import type { G711Encoding } from '../audio/g711.js';
+import { concatBytes } from '../audio/frames.js';
+import type { Tts } from '../engines/types.js';
+import { AsyncQueue } from '../util/async-queue.js';
+import { SpeechEncoder } from './speech-encoder.js';
+
+export class PromptCache {
+  private readonly cache = new Map<string, Uint8Array>();
+
+  constructor(private readonly tts: Tts) {}
+
+  async warm(texts: Iterable<string>, encodings: G711Encoding[] = ['mulaw']): Promise<void> {
+    for (const text of texts) for (const encoding of encodings) await this.synthesize(text, encoding);
+  }
+
+  get(text: string, encoding: G711Encoding): Uint8Array | undefined {
+    return this.cache.get(key(text, encoding));
+  }
+
+  async synthesize(text: string, encoding: G711Encoding, voice?: string): Promise<Uint8Array> {
+    const cached = this.cache.get(key(text, encoding));
+    if (cached !== undefined) return cached;
+    const input = new AsyncQueue<string>();
+    input.push(text);
+    input.end();
+    const encoder = new SpeechEncoder(encoding);
+    let frames: Uint8Array = new Uint8Array(0);
+    try {
+      const request = { callId: 'prompt-cache', text: input, signal: new AbortController().signal, ...(voice ? { voice } : {}) };
+      for await (const chunk of this.tts.synthesize(request)) {
+        frames = concatBytes(frames, encoder.encode(chunk.pcm, chunk.sampleRate));
+      }
+      frames = concatBytes(frames, encoder.flush());
+    } finally {
+      encoder.destroy();
+    }
+    this.cache.set(key(text, encoding), frames);
+    return frames;
+  }
+}
+
+const key = (text: string, encoding: G711Encoding): string => `${encoding}\u0000${text}`;

@@ -1,0 +1,45 @@
+/** The live calls of this process, by call SID, and how each ended call should go on. */
+import type { CallEnding } from '../telephony/transport.js';
+import type { CallSession } from './call-session.js';
+
+const ENDING_TTL_MS = 120_000;
+
+export class SessionRegistry {
+  private readonly sessions = new Map<string, CallSession>();
+  private readonly endings = new Map<string, { ending: CallEnding; at: number }>();
+
+  add(session: CallSession): void {
+    const previous = this.sessions.get(session.callId);
+    // A second stream for the same call replaces the first (Twilio allows one bidirectional stream).
+    previous?.end('replaced_by_new_stream');
+    this.sessions.set(session.callId, session);
+    void session.endedPromise.then(() => {
+      if (this.sessions.get(session.callId) === session) this.sessions.delete(session.callId);
+    });
+  }
+
+  get(callSid: string): CallSession | undefined {
+    return this.sessions.get(callSid);
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  all(): CallSession[] {
+    return [...this.sessions.values()];
+  }
+
+  recordEnding(callSid: string, ending: CallEnding): void {
+    const now = Date.now();
+    for (const [sid, entry] of this.endings) if (now - entry.at > ENDING_TTL_MS) this.endings.delete(sid);
+    this.endings.set(callSid, { ending, at: now });
+  }
+
+  /** How the call goes on once its stream closed; read once. */
+  takeEnding(callSid: string): CallEnding | undefined {
+    const entry = this.endings.get(callSid);
+    this.endings.delete(callSid);
+    return entry?.ending;
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * Environment → validated configuration. Every bad value is named in the error, and start-up stops
+ * before anything listens: a server that silently falls back to a default credential is worse than
+ * one that refuses to start.
+ */
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+
+export type OutboundFrameMs = 20 | 40 | 60;
+
+export interface Config {
+  port: number;
+  host: string;
+  /** https base URL Twilio reaches us at, without a trailing slash. */
+  publicUrl: string;
+  twilioAuthToken: string | undefined;
+  twilioAccountSid: string | undefined;
+  allowUnsignedWebhooks: boolean;
+  /** Secret for stream tokens; derived from the auth token unless set. */
+  streamTokenSecret: string;
+  streamTokenTtlSeconds: number;
+  agentScriptPath: string;
+  llm: { url: string; model: string; apiKey: string | undefined; timeoutMs: number } | undefined;
+  logLevel: string;
+  turn: {
+    endOfTurnSilenceMs: number;
+    minSpeechMs: number;
+    bargeInMinSpeechMs: number;
+    vadThreshold: number;
+  };
+  audio: {
+    outboundFrameMs: OutboundFrameMs;
+    outboundLeadMs: number;
+    inboundBufferMs: number;
+  };
+  asrWorkers: number;
+  maxCallSeconds: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+class Reader {
+  readonly problems: string[] = [];
+  constructor(private readonly env: Env) {}
+
+  string(name: string): string | undefined {
+    const value = this.env[name];
+    return value === undefined || value.trim() === '' ? undefined : value.trim();
+  }
+
+  int(name: string, fallback: number, min: number, max: number): number {
+    const raw = this.string(name);
+    if (raw === undefined) return fallback;
+    const value = Number(raw);
+    if (!Number.isInteger(value) || value < min || value > max) {
+      this.problems.push(`${name}=${JSON.stringify(raw)} must be an integer from ${min} to ${max}`);
+      return fallback;
+    }
+    return value;
+  }
+
+  number(name: string, fallback: number, min: number, max: number): number {
+    const raw = this.string(name);
+    if (raw === undefined) return fallback;
+    const value = Number(raw);
+    if (!Number.isFinite(value) || value < min || value > max) {
+      this.problems.push(`${name}=${JSON.stringify(raw)} must be a number from ${min} to ${max}`);
+      return fallback;
+    }
+    return value;
+  }
+
+  flag(name: string): boolean {
+    const raw = this.string(name);
+    if (raw === undefined) return false;
+    if (['1', 'true', 'yes'].includes(raw.toLowerCase())) return true;
+    if (['0', 'false', 'no'].includes(raw.toLowerCase())) return false;
+    this.problems.push(`${name}=${JSON.stringify(raw)} must be 1 or 0`);
+    return false;
+  }
+
+  url(name: string, protocols: string[]): string | undefined {
+    const raw = this.string(name);
+    if (raw === undefined) return undefined;
+    try {
+      const parsed = new URL(raw);
+      if (!protocols.includes(parsed.protocol)) {
+        this.problems.push(`${name}=${JSON.stringify(raw)} must use ${protocols.join(' or ')}`);
+        return undefined;
+      }
+      return raw.replace(/\/+$/, '');
+    } catch {
+      this.problems.push(`${name}=${JSON.stringify(raw)} is not a URL`);
+      return undefined;
+    }
+  }
+}
+
+export const DEFAULT_AGENT_SCRIPT = 'examples/agent-script.json';
+
+export function loadConfig(env: Env = process.env): Config {
+  const read = new Reader(env);
+  const port = read.int('PORT', 8080, 0, 65535);
+  const allowUnsignedWebhooks = read.flag('ALLOW_UNSIGNED_WEBHOOKS');
+  const twilioAuthToken = read.string('TWILIO_AUTH_TOKEN');
+  const twilioAccountSid = read.string('TWILIO_ACCOUNT_SID');
+  if (twilioAccountSid !== undefined && !/^AC[0-9a-fA-F]{32}$/.test(twilioAccountSid)) {
+    read.problems.push(`TWILIO_ACCOUNT_SID=${JSON.stringify(twilioAccountSid)} must be "AC" followed by 32 hex digits`);
+  }
+  if (twilioAuthToken === undefined && !allowUnsignedWebhooks) {
+    read.problems.push(
+      'TWILIO_AUTH_TOKEN is not set: webhooks cannot be verified. Set it, or set ALLOW_UNSIGNED_WEBHOOKS=1 for local testing only',
+    );
+  }
+  const publicUrl = read.url('PUBLIC_URL', ['https:', 'http:']) ?? `http://localhost:${port}`;
+
+  const agentScriptPath = resolve(read.string('AGENT_SCRIPT') ?? DEFAULT_AGENT_SCRIPT);
+  if (!existsSync(agentScriptPath)) read.problems.push(`AGENT_SCRIPT=${JSON.stringify(agentScriptPath)}: no such file`);
+
+  const llmUrl = read.url('LLM_URL', ['https:', 'http:']);
+  const llmModel = read.string('LLM_MODEL');
+  if (llmUrl !== undefined && llmModel === undefined) read.problems.push('LLM_URL is set but LLM_MODEL is not');
+  const llmTimeoutMs = read.int('LLM_TIMEOUT_MS', 4000, 100, 60000);
+
+  const outboundFrameMs = read.int('OUTBOUND_FRAME_MS', 20, 20, 60);
+  if (![20, 40, 60].includes(outboundFrameMs)) read.problems.push(`OUTBOUND_FRAME_MS=${outboundFrameMs} must be 20, 40 or 60`);
+
+  const explicitSecret = read.string('STREAM_TOKEN_SECRET');
+  const config: Config = {
+    port,
+    host: read.string('HOST') ?? '0.0.0.0',
+    publicUrl,
+    twilioAuthToken,
+    twilioAccountSid,
+    allowUnsignedWebhooks,
+    // Any process restart with ALLOW_UNSIGNED_WEBHOOKS and no secret gets a fresh random one: tokens
+    // only need to live for the few seconds between the webhook and the stream's start.
+    streamTokenSecret: explicitSecret ?? twilioAuthToken ?? randomSecret(),
+    streamTokenTtlSeconds: read.int('STREAM_TOKEN_TTL_SECONDS', 300, 10, 3600),
+    agentScriptPath,
+    llm:
+      llmUrl !== undefined && llmModel !== undefined
+        ? { url: llmUrl, model: llmModel, apiKey: read.string('LLM_API_KEY'), timeoutMs: llmTimeoutMs }
+        : undefined,
+    logLevel: read.string('LOG_LEVEL') ?? 'info',
+    turn: {
+      endOfTurnSilenceMs: read.int('END_OF_TURN_SILENCE_MS', 500, 100, 5000),
+      minSpeechMs: read.int('MIN_SPEECH_MS', 100, 0, 2000),
+      bargeInMinSpeechMs: read.int('BARGE_IN_MIN_SPEECH_MS', 150, 0, 2000),
+      vadThreshold: read.number('VAD_THRESHOLD', 0.5, 0.05, 0.99),
+    },
+    audio: {
+      outboundFrameMs: outboundFrameMs as OutboundFrameMs,
+      outboundLeadMs: read.int('OUTBOUND_LEAD_MS', 100, 20, 200),
+      inboundBufferMs: read.int('INBOUND_BUFFER_MS', 2000, 100, 10000),
+    },
+    asrWorkers: read.int('ASR_WORKERS', 2, 1, 64),
+    maxCallSeconds: read.int('MAX_CALL_SECONDS', 3600, 10, 86400),
+  };
+  if (read.problems.length > 0) throw new ConfigError(read.problems);
+  return config;
+}
+
+function randomSecret(): string {
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('hex');
+}

@@ -1,0 +1,46 @@
+/** Entry point: configuration, engines, prompt cache, server, and a clean shutdown on SIGTERM. */
+import pino from 'pino';
+import { fixedPrompts } from './agent/agent-profile.js';
+import { PromptCache } from './agent/prompt-cache.js';
+import { ConfigError, loadConfig } from './config.js';
+import { closeEngines, loadLocalEngines } from './engines/local-engines.js';
+import { buildServer } from './server.js';
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+  const logger = pino({ level: config.logLevel });
+  const { engines, profile } = await loadLocalEngines(config, logger);
+  const prompts = new PromptCache(engines.tts);
+  await prompts.warm(fixedPrompts(profile));
+  const server = await buildServer({ config, engines, profile, prompts, logger: { level: config.logLevel } });
+  await server.app.listen({ port: config.port, host: config.host });
+  server.app.log.info({ publicUrl: config.publicUrl, agent: profile.name }, 'voice agent server ready');
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    server.app.log.info({ signal, calls: server.sessions.size }, 'shutting down');
+    server.startDraining();
+    void server.app
+      .close()
+      .then(() => closeEngines(engines))
+      .then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((error: Error) => {
+  process.stderr.write(`voice agent server failed to start: ${error.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,110 @@
+/**
+ * Server assembly: Fastify with the Twilio plugin, health and readiness, and the call sessions.
+ * Engines and the agent profile come in from the caller, so tests build a server on any engines.
+ */
+import formbody from '@fastify/formbody';
+import websocket from '@fastify/websocket';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import type { AgentProfile } from './agent/agent-profile.js';
+import { CallSession } from './agent/call-session.js';
+import type { PromptCache } from './agent/prompt-cache.js';
+import { SessionRegistry } from './agent/session-registry.js';
+import { PlayoutScheduler } from './audio/playout-scheduler.js';
+import type { Engines } from './engines/types.js';
+import twilioRoutes, { WS_MAX_PAYLOAD } from './telephony/twilio/routes.js';
+
+export interface ServerDeps {
+  config: Config;
+  engines: Engines;
+  profile: AgentProfile;
+  prompts: PromptCache;
+  /** Defaults to a fresh scheduler; benchmarks pass one in to read its pacing figures. */
+  scheduler?: PlayoutScheduler;
+  /** Fastify logger options (pino); tests pass `false` or a level. */
+  logger?: boolean | { level: string };
+}
+
+export interface VoiceServer {
+  app: FastifyInstance;
+  sessions: SessionRegistry;
+  scheduler: PlayoutScheduler;
+  /** Stop accepting calls; `/ready` turns false at once. */
+  startDraining(): void;
+}
+
+export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
+  const { config } = deps;
+  const app = Fastify({
+    logger: deps.logger ?? { level: config.logLevel },
+    // Twilio webhooks are small forms; nothing here needs big bodies.
+    bodyLimit: 64 * 1024,
+  });
+  const sessions = new SessionRegistry();
+  const scheduler = deps.scheduler ?? new PlayoutScheduler();
+  let draining = false;
+
+  await app.register(formbody);
+  await app.register(websocket, { options: { maxPayload: WS_MAX_PAYLOAD } });
+
+  if (config.twilioAuthToken === undefined) {
+    app.log.warn('TWILIO_AUTH_TOKEN is not set and ALLOW_UNSIGNED_WEBHOOKS=1: webhook signatures are NOT checked');
+  }
+
+  await app.register(twilioRoutes, {
+    publicUrl: config.publicUrl,
+    authToken: config.twilioAuthToken,
+    streamTokenSecret: config.streamTokenSecret,
+    streamTokenTtlSeconds: config.streamTokenTtlSeconds,
+    acceptingCalls: () => !draining,
+    openSession: (start, transport, logger) => {
+      const session = new CallSession({
+        callId: start.callSid,
+        transport,
+        engines: deps.engines,
+        profile: deps.profile,
+        prompts: deps.prompts,
+        scheduler,
+        logger: logger as Logger,
+        timing: {
+          ...config.turn,
+          outboundFrameMs: config.audio.outboundFrameMs,
+          outboundLeadMs: config.audio.outboundLeadMs,
+          maxCallSeconds: config.maxCallSeconds,
+        },
+      });
+      sessions.add(session);
+      session.start();
+      return session;
+    },
+    findSession: (callSid) => sessions.get(callSid),
+    recordEnding: (callSid, ending) => sessions.recordEnding(callSid, ending),
+    takeEnding: (callSid) => sessions.takeEnding(callSid),
+  });
+
+  app.get('/health', async () => ({ status: 'ok', calls: sessions.size }));
+  app.get('/ready', async (_request, reply) => {
+    const ready = !draining;
+    return reply.code(ready ? 200 : 503).send({
+      ready,
+      draining,
+      calls: sessions.size,
+      engines: { vad: 'silero-v5', asr: 'ready', llm: deps.engines.llm.name, tts: deps.engines.tts.name },
+    });
+  });
+
+  app.addHook('onClose', async () => {
+    for (const session of sessions.all()) session.end('server_shutdown');
+    scheduler.stop();
+  });
+
+  return {
+    app,
+    sessions,
+    scheduler,
+    startDraining: () => {
+      draining = true;
+    },
+  };
+}
