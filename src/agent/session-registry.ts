@@ -7,14 +7,30 @@ const ENDING_TTL_MS = 120_000;
 export class SessionRegistry {
   private readonly sessions = new Map<string, CallSession>();
   private readonly endings = new Map<string, { ending: CallEnding; at: number }>();
+  private readonly endedListeners = new Set<(session: CallSession) => void>();
+  private readonly startedListeners = new Set<(session: CallSession) => void>();
+
+  /** Called with each session when it starts (tests, metrics). Returns an unsubscribe function. */
+  onStarted(listener: (session: CallSession) => void): () => void {
+    this.startedListeners.add(listener);
+    return () => this.startedListeners.delete(listener);
+  }
+
+  /** Called with each session once it has ended: where post-call work hooks in. */
+  onEnded(listener: (session: CallSession) => void): () => void {
+    this.endedListeners.add(listener);
+    return () => this.endedListeners.delete(listener);
+  }
 
   add(session: CallSession): void {
     const previous = this.sessions.get(session.callId);
     // A second stream for the same call replaces the first (Twilio allows one bidirectional stream).
     previous?.end('replaced_by_new_stream');
     this.sessions.set(session.callId, session);
+    for (const listener of this.startedListeners) listener(session);
     void session.endedPromise.then(() => {
       if (this.sessions.get(session.callId) === session) this.sessions.delete(session.callId);
+      for (const listener of this.endedListeners) listener(session);
     });
   }
 

@@ -70,7 +70,8 @@ export class PlayoutQueue {
     const item = this.items[this.head];
     if (item === undefined) return undefined;
     if (item.kind === 'mark' || this.epochMs === undefined) return nowMs;
-    return Math.max(nowMs, this.epochMs + this.sentMs - this.options.leadMs);
+    const messageMs = bytesToMs(Math.min(this.messageBytes, item.data.length - this.headOffset));
+    return Math.max(nowMs, this.epochMs + this.sentMs + messageMs - this.options.leadMs);
   }
 
   /** Everything due at `nowMs`, in order. */
@@ -95,9 +96,10 @@ export class PlayoutQueue {
         this.epochMs = nowMs;
         this.sentMs = 0;
       }
-      const idealSendMs = this.epochMs + this.sentMs - this.options.leadMs;
-      if (idealSendMs > nowMs) break;
       const end = Math.min(this.headOffset + this.messageBytes, item.data.length);
+      // Due when sending it keeps the far end's buffer within the lead.
+      const idealSendMs = this.epochMs + this.sentMs + bytesToMs(end - this.headOffset) - this.options.leadMs;
+      if (idealSendMs > nowMs) break;
       const data = item.data.subarray(this.headOffset, end);
       this.inFlight.push({ kind: 'audio', data, startMs: this.sentMs });
       this.sentMs += bytesToMs(data.length);

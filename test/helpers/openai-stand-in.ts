@@ -41,11 +41,18 @@ export interface StandInBehavior {
   keepAliveComments: boolean;
 }
 
+export type ResponseOutcome = 'completed' | 'client_closed' | 'server_closed';
+
 export interface RecordedRequest {
   method: string;
   path: string;
   headers: IncomingMessage['headers'];
   body: unknown;
+  /**
+   * How the response ended: completed (fully written), client_closed (the client dropped the
+   * connection first, e.g. on abort) or server_closed (the stand-in destroyed it, `reset` mode).
+   */
+  outcome: Promise<ResponseOutcome>;
 }
 
 const DEFAULT_BEHAVIOR: StandInBehavior = {
@@ -75,7 +82,7 @@ function split(text: string, pieces: number): string[] {
 export class OpenAiStandIn {
   behavior: StandInBehavior = { ...DEFAULT_BEHAVIOR };
   readonly requests: RecordedRequest[] = [];
-  /** Responses whose connection closed before the stand-in finished them. */
+  /** Responses whose connection the client closed before the stand-in finished them. */
   abortedConnections = 0;
   private readonly abortWaiters: (() => void)[] = [];
   private readonly server: Server;
@@ -125,11 +132,16 @@ export class OpenAiStandIn {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let closedEarly = false;
-    res.on('close', () => {
-      if (res.writableFinished) return;
-      closedEarly = true;
-      this.abortedConnections++;
-      for (const waiter of this.abortWaiters.splice(0)) waiter();
+    let destroyedByUs = false;
+    const outcome = new Promise<ResponseOutcome>((resolve) => {
+      res.on('close', () => {
+        if (res.writableFinished) return resolve('completed');
+        closedEarly = true;
+        if (destroyedByUs) return resolve('server_closed');
+        this.abortedConnections++;
+        for (const waiter of this.abortWaiters.splice(0)) waiter();
+        resolve('client_closed');
+      });
     });
 
     const chunks: Buffer[] = [];
@@ -141,7 +153,7 @@ export class OpenAiStandIn {
     } catch {
       // Recorded as the raw text; the test will notice.
     }
-    this.requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body });
+    this.requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body, outcome });
 
     if (req.method !== 'POST' || req.url !== '/v1/chat/completions') {
       res.writeHead(404, { 'content-type': 'application/json' });
@@ -206,6 +218,7 @@ export class OpenAiStandIn {
     }
     if (b.mode === 'reset') {
       await pause();
+      destroyedByUs = true;
       res.destroy();
       return;
     }

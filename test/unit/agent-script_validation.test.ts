@@ -94,7 +94,7 @@ describe('parseAgentScript', () => {
   });
 
   it('rejects misspelled fields instead of silently ignoring them', () => {
-    const json = { ...validScript(), greting: 'Hi' };
+    const json: Record<string, unknown> = { ...validScript(), greting: 'Hi' };
     (json['intents'] as Record<string, unknown>[])[0]!['keyword'] = ['x'];
     const problems = errorOf(() => parseAgentScript(json, 's.json')).problems;
     expect(problems.some((p) => p.startsWith('greting is not a known field'))).toBe(true);

@@ -1,22 +1,25 @@
 // Guards against the OpenAI-compatible engine mis-parsing the real SSE stream, sending a malformed request, hanging on a stalled server, or leaving the socket open after an abort.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { OpenAiCompatibleLlm, SseDataParser, type OpenAiCompatibleLlmOptions } from '../../src/engines/openai/openai-llm.js';
 import { LlmConnectionError, LlmHttpError, LlmProtocolError, LlmTimeoutError } from '../../src/engines/llm-errors.js';
 import type { ChatMessage, LlmEvent, LlmRequest, ToolSpec } from '../../src/engines/types.js';
 import { OpenAiStandIn } from '../helpers/openai-stand-in.js';
 
+// A fresh server per test, so a connection closing late cannot be counted in the next test.
 let standIn: OpenAiStandIn;
-beforeAll(async () => {
+beforeEach(async () => {
   standIn = await OpenAiStandIn.start();
 });
-afterAll(async () => {
+afterEach(async () => {
   await standIn.close();
 });
-afterEach(() => {
-  standIn.configure({});
-  standIn.requests.length = 0;
-  standIn.abortedConnections = 0;
-});
+
+/** How the stand-in's only response ended, waiting at most `ms` for it to end. */
+async function outcomeOfOnlyRequest(ms = 2000): Promise<string> {
+  expect(standIn.requests).toHaveLength(1);
+  const timeout = new Promise<string>((resolve) => setTimeout(() => resolve(`still open after ${ms} ms`), ms));
+  return Promise.race([standIn.requests[0]!.outcome, timeout]);
+}
 
 function llm(options: Partial<OpenAiCompatibleLlmOptions> = {}): OpenAiCompatibleLlm {
   return new OpenAiCompatibleLlm({ url: standIn.url, model: 'test-model', firstTokenTimeoutMs: 2000, idleTimeoutMs: 2000, ...options });
@@ -177,7 +180,7 @@ describe('OpenAiCompatibleLlm failures', () => {
     expect((error as LlmTimeoutError).phase).toBe('first_token');
     expect(ms).toBeGreaterThanOrEqual(150);
     expect(ms).toBeLessThan(1500);
-    await standIn.waitForAbortedConnections(1);
+    expect(await outcomeOfOnlyRequest()).toBe('client_closed');
   });
 
   it('times out with a first-token LlmTimeoutError when the server never even sends headers', async () => {
@@ -185,7 +188,7 @@ describe('OpenAiCompatibleLlm failures', () => {
     const { error } = await failure(llm({ firstTokenTimeoutMs: 200 }).generate(request()));
     expect(error).toBeInstanceOf(LlmTimeoutError);
     expect((error as LlmTimeoutError).phase).toBe('first_token');
-    await standIn.waitForAbortedConnections(1);
+    expect(await outcomeOfOnlyRequest()).toBe('client_closed');
   });
 
   it('times out with an idle LlmTimeoutError when the stream stalls mid-reply, after yielding what arrived', async () => {
@@ -198,7 +201,7 @@ describe('OpenAiCompatibleLlm failures', () => {
       { type: 'text', delta: 'our ' },
     ]);
     expect(ms).toBeLessThan(1500);
-    await standIn.waitForAbortedConnections(1);
+    expect(await outcomeOfOnlyRequest()).toBe('client_closed');
   });
 
   it('does not count a slow consumer as an idle stall', async () => {
@@ -232,21 +235,22 @@ describe('OpenAiCompatibleLlm failures', () => {
 });
 
 describe('OpenAiCompatibleLlm abort', () => {
-  it('ends the iteration quietly and closes the HTTP connection when the caller aborts mid-stream', async () => {
-    standIn.configure({ tokens: Array.from({ length: 100 }, (_, i) => `w${i} `), tokenDelayMs: 30 });
+  it('ends the iteration quietly and promptly, and closes the HTTP connection, when the caller aborts mid-stream', async () => {
+    standIn.configure({ tokens: Array.from({ length: 20 }, (_, i) => `w${i} `), tokenDelayMs: 400 });
     const controller = new AbortController();
     const events: LlmEvent[] = [];
+    let abortedAt = 0;
     const iteration = (async () => {
-      for await (const event of llm().generate(request({ signal: controller.signal }))) events.push(event);
+      for await (const event of llm().generate(request({ signal: controller.signal }))) {
+        events.push(event);
+        // Abort while the engine is waiting for the next token, not between events.
+        if (events.length === 1) setTimeout(() => ((abortedAt = Date.now()), controller.abort()), 50);
+      }
     })();
-    while (events.length < 2) await new Promise((resolve) => setTimeout(resolve, 5));
-    controller.abort();
-    const start = Date.now();
     await expect(iteration).resolves.toBeUndefined();
-    expect(Date.now() - start).toBeLessThan(200);
-    expect(events.length).toBeLessThan(10);
-    expect(events.some((e) => e.type === 'done')).toBe(false);
-    await standIn.waitForAbortedConnections(1);
+    expect(Date.now() - abortedAt).toBeLessThan(200);
+    expect(events).toEqual([{ type: 'text', delta: 'w0 ' }]);
+    expect(await outcomeOfOnlyRequest()).toBe('client_closed');
   });
 
   it('closes the HTTP connection when the consumer stops iterating early', async () => {
@@ -255,22 +259,24 @@ describe('OpenAiCompatibleLlm abort', () => {
       expect(event.type).toBe('text');
       break;
     }
-    await standIn.waitForAbortedConnections(1);
+    expect(await outcomeOfOnlyRequest()).toBe('client_closed');
   });
 
   it('ends quietly when aborted while still waiting for the first token', async () => {
     standIn.configure({ mode: 'stall' });
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 50);
+    const start = Date.now();
     const events = await collect(llm({ firstTokenTimeoutMs: 5000 }).generate(request({ signal: controller.signal })));
     expect(events).toEqual([]);
-    await standIn.waitForAbortedConnections(1);
+    expect(Date.now() - start).toBeLessThan(500);
+    expect(await outcomeOfOnlyRequest()).toBe('client_closed');
   });
 
-  it('leaves a completed response unaborted', async () => {
-    await collect(llm().generate(request()));
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(standIn.abortedConnections).toBe(0);
+  it('does not cut the connection of a response that finished normally', async () => {
+    const events = await collect(llm().generate(request()));
+    expect(events.at(-1)).toEqual({ type: 'done' });
+    expect(await outcomeOfOnlyRequest()).toBe('completed');
   });
 });
 

@@ -1,0 +1,133 @@
+// Guards the whole inbound path on real speech: a Twilio-exact caller, the real server, real VAD, ASR and TTS.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CallSession, SessionEvent } from '../../src/agent/call-session.js';
+import { placeCall, type CallResult, type ReceivedMessage } from '../../src/softphone/twilio-caller.js';
+import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
+import { startVoiceServer, TEST_AUTH_TOKEN, type RunningServer } from '../helpers/voice-test-server.js';
+
+let server: RunningServer;
+const FALLBACK =
+  'Sorry, I did not catch that. I can tell you about our opening hours, our address and parking, or help you with an appointment, or put you through to a person at the front desk.';
+
+beforeAll(async () => {
+  server = await startVoiceServer({ AGENT_SCRIPT: 'test/fixtures/agent-script.e2e.json' });
+});
+afterAll(async () => server?.close());
+
+/** Places a call and returns the result with the server-side session and its events. */
+async function call(options: Omit<Parameters<typeof placeCall>[0], 'url' | 'authToken'>) {
+  const events: SessionEvent[] = [];
+  let session: CallSession | undefined;
+  const unsubscribe = server.sessions.onStarted((s) => {
+    session = s;
+    s.onEvent((e) => events.push(e));
+  });
+  const ended = new Promise<CallSession>((resolve) => {
+    const off = server.sessions.onEnded((s) => {
+      off();
+      resolve(s);
+    });
+  });
+  try {
+    const result = await placeCall({ url: server.url, authToken: TEST_AUTH_TOKEN, ...options });
+    const endedSession = await ended;
+    expect(endedSession).toBe(session);
+    return { result, session: endedSession, events };
+  } finally {
+    unsubscribe();
+  }
+}
+
+const media = (result: CallResult): ReceivedMessage[] => result.messages.filter((m) => m.event === 'media');
+const markName = (m: ReceivedMessage): string | undefined => (m.data as { mark?: { name?: string } }).mark?.name;
+
+describe('an inbound Twilio call on the local engines', () => {
+  it('greets the caller from the prompt cache within 50 ms of start, then hears the caller and replies', async () => {
+    const speech = await phoneSpeech(RECORDINGS.illDisposed);
+    const { result, session } = await call({ audio: timeline(6000, [[2500, speech]]), idleHangUpMs: 2500 });
+
+    expect(result.violations).toEqual([]);
+    const greeting = result.turns.find((t) => t.kind === 'greeting');
+    expect(greeting?.agentFirstFrameMs).not.toBeNull();
+    expect(greeting!.agentFirstFrameMs!).toBeLessThan(50);
+
+    const reply = result.turns.find((t) => t.kind === 'reply');
+    expect(reply?.agentFirstFrameMs).not.toBeNull();
+    // The caller heard a reply with real energy in it, not silence frames.
+    const replyAudio = result.agentAudio.subarray((reply!.agentFirstFrameMs! * 8) | 0);
+    const rms = Math.sqrt(replyAudio.reduce((s, v) => s + v * v, 0) / replyAudio.length);
+    expect(rms).toBeGreaterThan(300);
+
+    const roles = session.conversation.map((m) => m.role);
+    expect(roles).toEqual(['system', 'assistant', 'user', 'assistant']);
+    expect(session.conversation[1]).toMatchObject({ content: 'Hello, how can I help?' });
+    expect((session.conversation[2] as { content: string }).content.length).toBeGreaterThan(0);
+    expect(session.conversation[3]).toMatchObject({ role: 'assistant', content: FALLBACK });
+    expect(session.turns[0]).toMatchObject({ interrupted: false, assistantText: FALLBACK });
+    expect(session.turns[0]!.firstFrameSentAt).toBeGreaterThan(session.turns[0]!.turnDecidedAt!);
+    // Every outbound frame is whole 20 ms µ-law frames and carries the stream's SID.
+    for (const m of media(result)) {
+      const payload = Buffer.from((m.data as { media: { payload: string } }).media.payload, 'base64');
+      expect(payload.length % 160).toBe(0);
+      expect((m.data as { streamSid: string }).streamSid).toBe(result.streamSid);
+    }
+  });
+
+  it('on barge-in sends clear, sends no further frame of that reply, and keeps only the words the caller heard', async () => {
+    const first = await phoneSpeech(RECORDINGS.illDisposed);
+    const second = await phoneSpeech(RECORDINGS.coldHearted);
+    const { result, session, events } = await call({ audio: timeline(16000, [[2000, first], [9500, second]]), idleHangUpMs: 2000 });
+
+    expect(result.violations).toEqual([]);
+    const interrupted = events.find((e): e is Extract<SessionEvent, { type: 'interrupted' }> => e.type === 'interrupted');
+    expect(interrupted).toBeDefined();
+    expect(result.clears.length).toBeGreaterThan(0);
+
+    // The interrupted reply is u2 (u1 is the greeting). After the last clear that precedes the next
+    // utterance's start mark, not a single media frame may arrive before that mark.
+    const messages = result.messages;
+    const nextStart = messages.findIndex((m) => m.event === 'mark' && /^u(\d+):start$/.test(markName(m) ?? '') && markName(m) !== 'u1:start' && markName(m) !== 'u2:start');
+    const stop = nextStart === -1 ? messages.length : nextStart;
+    const lastClear = messages.slice(0, stop).map((m) => m.event).lastIndexOf('clear');
+    expect(lastClear).toBeGreaterThan(-1);
+    expect(messages.slice(lastClear + 1, stop).filter((m) => m.event === 'media')).toEqual([]);
+
+    // The transcript keeps a strict prefix of the reply: what was played before the caller cut in.
+    const cut = session.turns[0]!;
+    expect(cut.interrupted).toBe(true);
+    expect(cut.assistantText.length).toBeGreaterThan(0);
+    expect(cut.assistantText.length).toBeLessThan(FALLBACK.length);
+    expect(FALLBACK.startsWith(cut.assistantText)).toBe(true);
+    const assistantMessages = session.conversation.filter((m) => m.role === 'assistant').map((m) => m.content);
+    expect(assistantMessages).toContain(cut.assistantText);
+    expect(assistantMessages).not.toContain(FALLBACK.slice(0, cut.assistantText.length + 20));
+    // Then the agent listened to the interruption and answered it.
+    expect(session.turns.length).toBe(2);
+    expect(session.turns[1]!.userText.length).toBeGreaterThan(0);
+  });
+
+  it('delivers DTMF digits to the session and survives garbage frames without ending the call', async () => {
+    const speech = await phoneSpeech(RECORDINGS.amiable);
+    const streamSidPlaceholder = 'MZ00000000000000000000000000000000';
+    const { result, session } = await call({
+      audio: timeline(7000, [[3000, speech]]),
+      idleHangUpMs: 2500,
+      events: [
+        { atMs: 500, kind: 'raw', data: 'not json at all {' },
+        { atMs: 600, kind: 'raw', data: '{"event":"media","streamSid":"x","media":{"payload":"%%%"}}' },
+        { atMs: 700, kind: 'raw', data: JSON.stringify({ event: 'media', streamSid: streamSidPlaceholder, media: { payload: 'AAAA' } }) },
+        { atMs: 800, kind: 'raw', data: Buffer.from([1, 2, 3, 4]) },
+        { atMs: 900, kind: 'raw', data: JSON.stringify({ event: 'teleport' }) },
+        { atMs: 1000, kind: 'raw', data: 'x'.repeat(100_000) },
+        { atMs: 1500, kind: 'dtmf', digit: '4' },
+        { atMs: 1700, kind: 'dtmf', digit: '#' },
+      ],
+    });
+    expect(session.dtmfDigits).toEqual(['4', '#']);
+    expect(session.endReason).toBe('stop');
+    expect(result.closedBy).toBe('caller');
+    // The call went on after the garbage: the caller's utterance still got a reply.
+    expect(result.turns.find((t) => t.kind === 'reply')?.agentFirstFrameMs).not.toBeNull();
+    expect(session.turns).toHaveLength(1);
+  });
+});

@@ -1,0 +1,58 @@
+/** Starts the real server on the real local engines, on a free port, for end-to-end tests and benchmarks. */
+import pino from 'pino';
+import { fixedPrompts } from '../../src/agent/agent-profile.js';
+import { PromptCache } from '../../src/agent/prompt-cache.js';
+import { loadConfig, type Config } from '../../src/config.js';
+import { closeEngines, loadLocalEngines } from '../../src/engines/local-engines.js';
+import type { Engines } from '../../src/engines/types.js';
+import { buildServer, type VoiceServer } from '../../src/server.js';
+
+export const TEST_AUTH_TOKEN = 'test-auth-token-0123456789abcdef';
+
+export interface RunningServer extends VoiceServer {
+  url: string;
+  config: Config;
+  engines: Engines;
+  close(): Promise<void>;
+}
+
+export async function startVoiceServer(env: Record<string, string> = {}, engineOverrides: Partial<Engines> = {}): Promise<RunningServer> {
+  const config = loadConfig({
+    PORT: '0',
+    HOST: '127.0.0.1',
+    TWILIO_AUTH_TOKEN: TEST_AUTH_TOKEN,
+    PUBLIC_URL: 'http://127.0.0.1:0',
+    ASR_WORKERS: '2',
+    LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'silent',
+    ...env,
+  });
+  const logger = pino({ level: config.logLevel });
+  const loaded = await loadLocalEngines(config, logger);
+  const engines = { ...loaded.engines, ...engineOverrides };
+  const prompts = new PromptCache(engines.tts);
+  await prompts.warm(fixedPrompts(loaded.profile));
+  // The public URL must name the real port for signatures and TwiML: bind first, then build.
+  const probe = await import('node:net').then(
+    ({ createServer }) =>
+      new Promise<number>((resolve) => {
+        const s = createServer().listen(0, '127.0.0.1', () => {
+          const port = (s.address() as { port: number }).port;
+          s.close(() => resolve(port));
+        });
+      }),
+  );
+  const url = `http://127.0.0.1:${probe}`;
+  const finalConfig = { ...config, port: probe, publicUrl: url };
+  const server = await buildServer({ config: finalConfig, engines, profile: loaded.profile, prompts, logger: { level: config.logLevel } });
+  await server.app.listen({ port: probe, host: '127.0.0.1' });
+  return {
+    ...server,
+    url,
+    config: finalConfig,
+    engines,
+    close: async () => {
+      await server.app.close();
+      await closeEngines(engines);
+    },
+  };
+}

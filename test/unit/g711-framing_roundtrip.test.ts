@@ -1,0 +1,95 @@
+// Guards against codec or framing bugs that make the caller hear noise, clicks or clipped syllables.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { decodeG711, encodeG711, g711Silence } from '../../src/audio/g711.js';
+import { FrameAssembler } from '../../src/audio/frames.js';
+import { DropOldestAudioBuffer } from '../../src/audio/inbound-buffer.js';
+import { loadResampler, resampleAll } from '../../src/audio/resampler.js';
+
+function sine(freq: number, rate: number, samples: number, amplitude = 8000): Int16Array {
+  return Int16Array.from({ length: samples }, (_, i) => Math.round(amplitude * Math.sin((2 * Math.PI * freq * i) / rate)));
+}
+
+function snrDb(reference: Int16Array, test: Int16Array): number {
+  let signal = 0;
+  let noise = 0;
+  for (let i = 0; i < reference.length; i++) {
+    signal += reference[i]! ** 2;
+    noise += (reference[i]! - test[i]!) ** 2;
+  }
+  return 10 * Math.log10(signal / Math.max(noise, 1));
+}
+
+describe('G.711', () => {
+  it('round-trips µ-law and A-law with the SNR G.711 promises (> 30 dB)', () => {
+    const pcm = sine(440, 8000, 8000);
+    for (const encoding of ['mulaw', 'alaw'] as const) {
+      const decoded = decodeG711(encoding, encodeG711(encoding, pcm));
+      expect(decoded).toHaveLength(pcm.length);
+      expect(snrDb(pcm, decoded)).toBeGreaterThan(30);
+    }
+  });
+
+  it('uses the byte that decodes to silence for padding', () => {
+    for (const encoding of ['mulaw', 'alaw'] as const) {
+      const decoded = decodeG711(encoding, new Uint8Array([g711Silence(encoding)]));
+      expect(Math.abs(decoded[0]!)).toBeLessThanOrEqual(8);
+    }
+  });
+});
+
+describe('framing', () => {
+  it('hands back whole 160-byte frames and pads the remainder with silence on flush', () => {
+    const assembler = new FrameAssembler('mulaw');
+    expect(assembler.push(new Uint8Array(100).fill(1))).toHaveLength(0);
+    expect(assembler.push(new Uint8Array(300).fill(1))).toHaveLength(320);
+    const tail = assembler.flush();
+    expect(tail).toHaveLength(160);
+    expect(tail[79]).toBe(1);
+    expect(tail[80]).toBe(0xff);
+    expect(assembler.flush()).toHaveLength(0);
+  });
+});
+
+describe('resampling', () => {
+  beforeAll(loadResampler);
+
+  it('keeps a 440 Hz tone intact through 8 → 16 → 8 kHz', () => {
+    const pcm = sine(440, 8000, 8000);
+    const back = resampleAll(resampleAll(pcm, 8000, 16000), 16000, 8000);
+    expect(back).toHaveLength(pcm.length);
+    // Compare away from the edges, allowing for the filter's group delay.
+    let best = -Infinity;
+    for (let shift = -4; shift <= 4; shift++) {
+      const a = pcm.subarray(200, 7800);
+      const b = back.subarray(200 + shift, 7800 + shift);
+      best = Math.max(best, snrDb(a, b));
+    }
+    expect(best).toBeGreaterThan(25);
+  });
+
+  it('removes content above the new Nyquist when downsampling 22.05 kHz TTS audio to 8 kHz', () => {
+    const high = sine(6000, 22050, 22050);
+    const down = resampleAll(high, 22050, 8000);
+    const rms = Math.sqrt(down.subarray(100, 7900).reduce((s, v) => s + v * v, 0) / 7800);
+    expect(rms).toBeLessThan(200);
+  });
+});
+
+describe('inbound buffer', () => {
+  it('drops the oldest audio beyond its capacity and counts it', () => {
+    const buffer = new DropOldestAudioBuffer(480);
+    for (let i = 0; i < 5; i++) buffer.push(new Int16Array(160).fill(i));
+    expect(buffer.bufferedSamples).toBe(480);
+    expect(buffer.dropped).toBe(320);
+    expect(buffer.take(160)![0]).toBe(2);
+  });
+
+  it('returns nothing until a whole chunk is buffered', () => {
+    const buffer = new DropOldestAudioBuffer(1000);
+    buffer.push(new Int16Array(100));
+    expect(buffer.take(256)).toBeUndefined();
+    buffer.push(new Int16Array(200));
+    expect(buffer.take(256)).toHaveLength(256);
+    expect(buffer.bufferedSamples).toBe(44);
+  });
+});
