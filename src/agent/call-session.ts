@@ -550,6 +550,7 @@ export class CallSession implements CallEventSink {
     this.scheduler.remove(this.sink);
     this.queue.clear();
     this.utterances.clear();
+    this.transport.close(reason);
     this.logger.info({ event: 'call_ended', reason, turns: this.turns.length, durationMs: Date.now() - this.startedAt.getTime() }, 'call ended');
     this.emit({ type: 'ended', reason });
     this.endedResolve();

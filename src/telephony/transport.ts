@@ -22,6 +22,8 @@ export interface CallTransport {
   clear(): void;
   /** Ends the media stream and tells the provider what to do with the call next. */
   finish(ending: CallEnding): void;
+  /** Closes the media stream if it is still open (the call already ended elsewhere). Idempotent. */
+  close(reason: string): void;
 }
 
 /** What a provider adapter reports about the call, in provider-neutral terms. */

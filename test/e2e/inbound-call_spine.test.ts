@@ -1,5 +1,6 @@
 // Guards the whole inbound path on real speech: a Twilio-exact caller, the real server, real VAD, ASR and TTS.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import twilio from 'twilio';
 import type { CallSession, SessionEvent } from '../../src/agent/call-session.js';
 import { placeCall, type CallResult, type ReceivedMessage } from '../../src/softphone/twilio-caller.js';
 import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
@@ -129,5 +130,32 @@ describe('an inbound Twilio call on the local engines', () => {
     // The call went on after the garbage: the caller's utterance still got a reply.
     expect(result.turns.find((t) => t.kind === 'reply')?.agentFirstFrameMs).not.toBeNull();
     expect(session.turns).toHaveLength(1);
+  });
+
+  it('ends the session and closes the stream when a completed status callback arrives mid-call', async () => {
+    const started = new Promise<CallSession>((resolve) => {
+      const off = server.sessions.onStarted((s) => {
+        off();
+        resolve(s);
+      });
+    });
+    const calling = placeCall({ url: server.url, authToken: TEST_AUTH_TOKEN, audio: new Int16Array(8000 * 20), hangUpAfterMs: 20_000 });
+    const session = await started;
+    const params = { CallSid: session.callId, AccountSid: 'AC0123456789abcdef0123456789abcdef', CallStatus: 'completed', CallDuration: '1' };
+    const response = await fetch(`${server.url}/twilio/status`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        'x-twilio-signature': twilio.getExpectedTwilioSignature(TEST_AUTH_TOKEN, `${server.url}/twilio/status`, params),
+      },
+      body: new URLSearchParams(params).toString(),
+    });
+    expect(response.status).toBe(204);
+    const result = await calling;
+    expect(session.isEnded).toBe(true);
+    expect(session.endReason).toBe('status_completed');
+    expect(result.closedBy).toBe('server');
+    expect(result.durationMs).toBeLessThan(10_000);
+    expect(server.sessions.get(session.callId)).toBeUndefined();
   });
 });

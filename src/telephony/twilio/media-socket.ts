@@ -80,6 +80,9 @@ export function handleTwilioMediaSocket(socket: WebSocket, baseLogger: FastifyBa
       options.recordEnding(callSid, ending);
       close(NORMAL, ending.kind);
     },
+    close(reason) {
+      close(NORMAL, reason);
+    },
   });
 
   const onStart = (message: Extract<TwilioInbound, { event: 'start' }>): void => {

@@ -1,0 +1,38 @@
+// Guards against a server that starts with bad settings or silently skips webhook signature checks.
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.js';
+
+const base = { TWILIO_AUTH_TOKEN: 't', AGENT_SCRIPT: 'examples/agent-script.json' };
+
+describe('configuration', () => {
+  it('uses the documented defaults', () => {
+    const config = loadConfig(base);
+    expect(config.port).toBe(8080);
+    expect(config.turn).toEqual({ endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, vadThreshold: 0.5 });
+    expect(config.llm).toBeUndefined();
+  });
+
+  it('refuses to start without TWILIO_AUTH_TOKEN unless unsigned webhooks are allowed explicitly', () => {
+    expect(() => loadConfig({ AGENT_SCRIPT: base.AGENT_SCRIPT })).toThrow(/TWILIO_AUTH_TOKEN is not set/);
+    expect(loadConfig({ AGENT_SCRIPT: base.AGENT_SCRIPT, ALLOW_UNSIGNED_WEBHOOKS: '1' }).allowUnsignedWebhooks).toBe(true);
+  });
+
+  it('names every bad value in one error', () => {
+    try {
+      loadConfig({ ...base, PORT: 'eighty', PUBLIC_URL: 'ftp://x', LLM_URL: 'http://llm', OUTBOUND_FRAME_MS: '30', AGENT_SCRIPT: '/nope.json' });
+      expect.unreachable();
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      const problems = (error as ConfigError).problems.join('\n');
+      expect(problems).toMatch(/PORT="eighty"/);
+      expect(problems).toMatch(/PUBLIC_URL="ftp:\/\/x" must use https: or http:/);
+      expect(problems).toMatch(/LLM_URL is set but LLM_MODEL is not/);
+      expect(problems).toMatch(/OUTBOUND_FRAME_MS=30 must be 20, 40 or 60/);
+      expect(problems).toMatch(/AGENT_SCRIPT=".*nope.json": no such file/);
+    }
+  });
+
+  it('rejects an account SID that is not AC plus 32 hex digits', () => {
+    expect(() => loadConfig({ ...base, TWILIO_ACCOUNT_SID: 'AC123' })).toThrow(/TWILIO_ACCOUNT_SID/);
+  });
+});
