@@ -15,7 +15,9 @@
  * our own diagnostics go to stderr; stdout carries only the JSON protocol.
  *
  * Input (stdin), a stream of frames:  1 byte type | 4 byte little-endian payload length | payload
- *   'B' BEGIN   payload: 4 byte LE utterance id. Starts an utterance (ends a running one silently).
+ *   'B' BEGIN   payload: 4 byte LE utterance id, then optionally 13 float32 LE: the cepstral mean
+ *               to start from (a final's "cmn" for the same caller). Without it the utterance
+ *               starts from the initial mean (-cmninit). Ends a running utterance silently.
  *   'A' AUDIO   payload: 16 kHz mono PCM16 LE samples for the running utterance.
  *   'E' END     no payload. Ends the utterance; exactly one final (or error) line follows.
  *   'C' CANCEL  no payload. Drops the utterance; nothing more is written for it.
@@ -25,7 +27,8 @@
  * can drop lines of an utterance it already cancelled:
  *   {"type":"partial","id":7,"text":"go forward"}     at most once per PARTIAL_INTERVAL of audio,
  *                                                      only when the hypothesis changed
- *   {"type":"final","id":7,"text":"go forward ten meters","audio_ms":2785,"decode_ms":412}
+ *   {"type":"final","id":7,"text":"go forward ten meters","audio_ms":2785,"decode_ms":412,
+ *    "cmn":[41.2,-5.1,...]}                        (cepstral mean after this utterance)
  *   {"type":"error","id":7,"message":"..."}
  */
 #include <errno.h>
@@ -37,7 +40,9 @@
 #include <unistd.h>
 
 #include <pocketsphinx.h>
+#include <cmn.h>
 #include <err.h>
+#include <feat.h>
 
 #define SAMPLE_RATE 16000
 /* Partial hypotheses are checked after this much new audio (160 ms). */
@@ -54,6 +59,21 @@ static uint64_t utt_samples;  /* audio received for the running utterance */
 static uint64_t since_partial;
 static double utt_cpu_ms;     /* decoder time spent on the running utterance */
 static char *last_partial;
+
+/* Cepstral mean normalisation. Live CMN keeps a running mean of the cepstrum and carries it from one
+ * utterance to the next; in a shared worker that would leak one caller's channel into the next
+ * caller's decode. So every utterance starts from a known mean: the one sent with BEGIN (the
+ * caller's own, from its previous final) or else the configured initial mean, and each final
+ * reports the updated mean so the client can keep it per caller. */
+static cmn_t *cmn_state;
+static int cmn_len;
+static mfcc_t initial_mean[64];
+static mfcc_t begin_mean[64];
+/* Weight, in frames, of the starting mean against the utterance's own frames (-cmnprior, ours, not
+ * pocketsphinx's). pocketsphinx gives the prior 500 frames and refreshes the mean only every 300
+ * frames, so an utterance shorter than ~8 s is normalised with the prior alone; we refresh it after
+ * every AUDIO frame instead. 0 keeps pocketsphinx's own behaviour. */
+static int cmn_prior_frames = 100;
 
 static double now_ms(void) {
     struct timespec ts;
@@ -89,9 +109,17 @@ static void clear_partial(void) {
     last_partial = NULL;
 }
 
-static void begin_utt(uint32_t id) {
+static void begin_utt(uint32_t id, const mfcc_t *mean) {
     if (in_utt) ps_end_utt(ps); /* protocol misuse; drop the old one quietly */
     in_utt = 0;
+    if (cmn_state != NULL) {
+        cmn_live_set(cmn_state, mean != NULL ? mean : initial_mean);
+        if (cmn_prior_frames > 0) {
+            for (int i = 0; i < cmn_len; i++)
+                cmn_state->sum[i] = cmn_state->cmn_mean[i] * (mfcc_t)cmn_prior_frames;
+            cmn_state->nframe = cmn_prior_frames;
+        }
+    }
     utt_id = id;
     utt_samples = 0;
     since_partial = 0;
@@ -128,6 +156,11 @@ static void audio(const int16 *samples, size_t n) {
         emit_error(utt_id, "ps_process_raw failed");
         return;
     }
+    if (cmn_state != NULL && cmn_prior_frames > 0 && cmn_state->nframe > 0) {
+        /* Same running mean cmn_live keeps, just refreshed now rather than every 300 frames. */
+        for (int i = 0; i < cmn_len; i++)
+            cmn_state->cmn_mean[i] = cmn_state->sum[i] / (mfcc_t)cmn_state->nframe;
+    }
     utt_samples += n;
     since_partial += n;
     maybe_emit_partial();
@@ -147,8 +180,14 @@ static void end_utt(void) {
     utt_cpu_ms += now_ms() - t0;
     printf("{\"type\":\"final\",\"id\":%u,\"text\":", utt_id);
     put_json_string(hyp);
-    printf(",\"audio_ms\":%llu,\"decode_ms\":%.0f}\n",
+    printf(",\"audio_ms\":%llu,\"decode_ms\":%.0f,\"cmn\":[",
            (unsigned long long)(utt_samples * 1000 / SAMPLE_RATE), utt_cpu_ms);
+    if (cmn_state != NULL) {
+        mfcc_t mean[64];
+        cmn_live_get(cmn_state, mean);
+        for (int i = 0; i < cmn_len; i++) printf(i ? ",%.2f" : "%.2f", (double)mean[i]);
+    }
+    fputs("]}\n", stdout);
     fflush(stdout);
     clear_partial();
 }
@@ -205,7 +244,14 @@ int main(int argc, char **argv) {
         args[nargs++] = (char *)defaults[i][0];
         args[nargs++] = (char *)defaults[i][1];
     }
-    for (int i = 1; i < argc; i++) args[nargs++] = argv[i];
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "-cmnprior") == 0) { /* ours; pocketsphinx would reject it */
+            cmn_prior_frames = atoi(argv[i + 1]);
+            continue;
+        }
+        args[nargs++] = argv[i];
+        args[nargs++] = argv[i + 1];
+    }
 
     /* Keep sphinxbase quiet until -logfn takes over inside ps_init(). */
     err_set_logfp(NULL);
@@ -219,6 +265,23 @@ int main(int argc, char **argv) {
         fprintf(stderr, "pocketsphinx-worker: ps_init failed (model missing? hmm=%s)\n",
                 cmd_ln_str_r(config, "-hmm"));
         return 3;
+    }
+    feat_t *feat = ps_get_feat(ps);
+    if (feat != NULL && feat->cmn_struct != NULL && feat->cmn_struct->veclen <= 64) {
+        cmn_state = feat->cmn_struct;
+        cmn_len = cmn_state->veclen;
+        cmn_live_get(cmn_state, initial_mean);
+        /* pocketsphinx 0.8+5prealpha lets the model's feat.params overwrite -cmninit given on the
+         * command line; an explicit -cmninit wins here. */
+        for (int i = 1; i + 1 < argc; i += 2) {
+            if (strcmp(argv[i], "-cmninit") != 0) continue;
+            char *p = argv[i + 1];
+            for (int k = 0; k < cmn_len && *p; k++) {
+                initial_mean[k] = (mfcc_t)strtod(p, &p);
+                while (*p == ',' || *p == ' ') p++;
+            }
+        }
+        cmn_live_set(cmn_state, initial_mean);
     }
     printf("{\"type\":\"ready\",\"pid\":%ld,\"sample_rate\":%d}\n", (long)getpid(), SAMPLE_RATE);
     fflush(stdout);
@@ -252,7 +315,16 @@ int main(int argc, char **argv) {
             uint32_t id = len >= 4 ? ((uint32_t)payload[0] | (uint32_t)payload[1] << 8 |
                                       (uint32_t)payload[2] << 16 | (uint32_t)payload[3] << 24)
                                    : 0;
-            begin_utt(id);
+            const mfcc_t *mean = NULL;
+            if (cmn_state != NULL && len == 4 + 4 * (uint32_t)cmn_len) {
+                for (int k = 0; k < cmn_len; k++) {
+                    float f;
+                    memcpy(&f, payload + 4 + 4 * k, 4);
+                    begin_mean[k] = (mfcc_t)f;
+                }
+                mean = begin_mean;
+            }
+            begin_utt(id, mean);
             break;
         }
         case 'A':

@@ -87,8 +87,8 @@ describe.skipIf(!available)('PocketsphinxAsr streams (Debian pocketsphinx-en-us 
     const final = await call.done;
     expect(final.type).toBe('final');
     if (final.type !== 'final') return;
-    // Measured: "go forward and meters" (WER 0.25); at 16 kHz it is exact.
-    expect(wordErrorRate('go forward ten meters', final.text).rate).toBeLessThanOrEqual(0.5);
+    // Measured: exact ("go forward ten meters"), as at 16 kHz; allow one wrong word of slack.
+    expect(wordErrorRate('go forward ten meters', final.text).rate).toBeLessThanOrEqual(0.25);
   }, 30_000);
 
   it('delivers partial hypotheses before the single final of a seven-second utterance', async () => {
@@ -167,6 +167,25 @@ describe.skipIf(!available)('PocketsphinxAsr streams (Debian pocketsphinx-en-us 
     if (final.type === 'final') expect(final.text).toContain('go forward');
     expect(asr.workerPids()).not.toContain(pid);
     expect(victim.events.filter((e) => e.type !== 'partial')).toHaveLength(1);
+  }, 30_000);
+
+  it('drops the oldest audio beyond the per-stream bound while the stream waits for a worker', async () => {
+    const warnings: { obj: object; msg: string }[] = [];
+    const asr = await PocketsphinxAsr.start({
+      workers: 1,
+      maxBufferedSeconds: 1,
+      logger: { warn: (obj, msg) => warnings.push({ obj, msg }) },
+    });
+    pools.push(asr);
+    const busy = record(asr, 'call-a');
+    feed(busy.stream, goforward8k.subarray(0, 4000), false);
+    const waiting = record(asr, 'call-b');
+    feed(waiting.stream, goforward8k); // 2.8 s, of which only the last 1 s is kept
+    busy.stream.cancel();
+    expect((await waiting.done).type).toBe('final');
+    const dropped = warnings.map((w) => (w.obj as { droppedMs?: number }).droppedMs).find((ms) => ms !== undefined);
+    expect(dropped).toBeGreaterThan(1700);
+    expect(dropped).toBeLessThan(1900);
   }, 30_000);
 
   it('fails to start with an error naming the binary and native/build.sh when the worker is missing', async () => {

@@ -41,6 +41,11 @@ export interface PocketsphinxAsrOptions {
   finalTimeoutMs?: number;
   /** How long a worker may take to load the model and print its ready line. */
   startTimeoutMs?: number;
+  /**
+   * Start each utterance from the cepstral mean its caller's previous utterance ended with (per
+   * callId), instead of the initial mean. Default true.
+   */
+  perCallCmn?: boolean;
 }
 
 const WORKER_RATE = 16000;
@@ -49,6 +54,19 @@ const FRAME_AUDIO = 0x41; // 'A'
 const FRAME_END = 0x45; // 'E'
 const FRAME_CANCEL = 0x43; // 'C'
 const EMPTY_FRAME = Buffer.alloc(0);
+const MAX_FRAME_SAMPLES = WORKER_RATE * 10;
+/** Per-call cepstral means kept (least recently used dropped beyond this). */
+const MAX_CALL_CMN = 4096;
+
+/**
+ * Initial cepstral mean for telephone audio (8 kHz µ-law upsampled to 16 kHz). The en-us model's
+ * feat.params -cmninit describes wideband audio; on band-limited audio it is far off (c1..c3 by
+ * 30–45), and pocketsphinx's live CMN needs several seconds to walk there, so the first words of
+ * every utterance decode as noise ("go forward ten meters" → "harvard who years"). Estimated by
+ * chaining the live CMN over numbers.raw and something.raw from pocketsphinx-testdata (recordings
+ * that are not part of the WER benchmark) converted to telephone audio until it converged.
+ */
+export const TELEPHONE_CMN_INIT = '44.7,29.0,-44.2,43.1,-11.1,-3.5,14.9,-29.8,16.2,-8.3,-9.0,11.1,-14.2';
 
 export const DEFAULT_WORKER_BINARY = fileURLToPath(
   new URL('../../../native/build/pocketsphinx-worker', import.meta.url),
@@ -57,7 +75,7 @@ export const DEFAULT_WORKER_BINARY = fileURLToPath(
 type WorkerMessage =
   | { type: 'ready'; pid: number; sample_rate: number }
   | { type: 'partial'; id: number; text: string }
-  | { type: 'final'; id: number; text: string; audio_ms?: number; decode_ms?: number }
+  | { type: 'final'; id: number; text: string; audio_ms?: number; decode_ms?: number; cmn?: number[] }
   | { type: 'error'; id: number; message: string };
 
 const noopLogger: PocketsphinxAsrLogger = { warn: () => {} };
@@ -68,6 +86,8 @@ export class PocketsphinxAsr implements Asr {
   private readonly respawnTimers = new Set<NodeJS.Timeout>();
   private closed = false;
   private nextUtteranceId = 0;
+  /** callId → cepstral mean at the end of that caller's last utterance (insertion order = LRU). */
+  private readonly callCmn = new Map<string, readonly number[]>();
 
   private constructor(
     readonly binaryPath: string,
@@ -77,6 +97,7 @@ export class PocketsphinxAsr implements Asr {
     private readonly maxBufferedSamples: number,
     private readonly finalTimeoutMs: number,
     private readonly startTimeoutMs: number,
+    private readonly perCallCmn: boolean,
     workers: number,
   ) {
     this.slots = new Array<Worker | undefined>(workers).fill(undefined);
@@ -96,14 +117,17 @@ export class PocketsphinxAsr implements Asr {
     }
     const inputSampleRate = options.inputSampleRate ?? 8000;
     if (inputSampleRate === 8000) await loadResampler();
+    const workerArgs = [...(options.workerArgs ?? [])];
+    if (inputSampleRate === 8000 && !workerArgs.includes('-cmninit')) workerArgs.push('-cmninit', TELEPHONE_CMN_INIT);
     const asr = new PocketsphinxAsr(
       binaryPath,
-      options.workerArgs ?? [],
+      workerArgs,
       options.logger ?? noopLogger,
       inputSampleRate,
       Math.round((options.maxBufferedSeconds ?? 30) * WORKER_RATE),
       options.finalTimeoutMs ?? 20_000,
       options.startTimeoutMs ?? 30_000,
+      options.perCallCmn ?? true,
       workers,
     );
     const ready = asr.slots.map((_, index) => asr.spawnWorker(index).readyPromise);
@@ -123,9 +147,9 @@ export class PocketsphinxAsr implements Asr {
       queueMicrotask(() => stream.finish({ type: 'error', error: new Error('pocketsphinx ASR is closed') }));
       return stream;
     }
+    this.waiting.push(stream);
     const worker = this.idleWorker();
-    if (worker !== undefined && this.waiting.length === 0) this.attach(worker, stream);
-    else this.waiting.push(stream);
+    if (worker !== undefined) this.release(worker);
     return stream;
   }
 
@@ -181,8 +205,8 @@ export class PocketsphinxAsr implements Asr {
   }
 
   private attach(worker: Worker, stream: PocketsphinxStream): void {
-    this.nextUtteranceId = (this.nextUtteranceId + 1) >>> 0;
-    worker.begin(stream, this.nextUtteranceId);
+    this.nextUtteranceId = (this.nextUtteranceId + 1) >>> 0 || 1;
+    worker.begin(stream, this.nextUtteranceId, this.perCallCmn ? this.callCmn.get(stream.callId) : undefined);
     stream.attached(worker);
   }
 
@@ -191,6 +215,15 @@ export class PocketsphinxAsr implements Asr {
     this.slots[index] = worker;
     worker.onExit = (reason) => this.workerExited(index, worker, reason);
     worker.onIdle = () => this.release(worker);
+    worker.onCmn = (callId, mean) => {
+      if (!this.perCallCmn) return;
+      this.callCmn.delete(callId);
+      this.callCmn.set(callId, mean);
+      if (this.callCmn.size > MAX_CALL_CMN) {
+        const oldest = this.callCmn.keys().next();
+        if (oldest.done !== true) this.callCmn.delete(oldest.value);
+      }
+    };
     worker.readyPromise.then(
       () => this.release(worker),
       () => {}, // start() reports it; after start, onExit handles respawning
@@ -231,6 +264,7 @@ class Worker {
   exited = false;
   onExit: (reason: string) => void = () => {};
   onIdle: () => void = () => {};
+  onCmn: (callId: string, mean: readonly number[]) => void = () => {};
   private isReady = false;
   private utteranceId = 0;
   private finalTimer: NodeJS.Timeout | undefined;
@@ -319,17 +353,22 @@ class Worker {
     return this.isReady;
   }
 
-  begin(stream: PocketsphinxStream, id: number): void {
+  /** Starts an utterance, optionally from the caller's own cepstral mean. */
+  begin(stream: PocketsphinxStream, id: number, cmn: readonly number[] | undefined): void {
     this.stream = stream;
     this.utteranceId = id;
-    const payload = Buffer.allocUnsafe(4);
+    const payload = Buffer.allocUnsafe(4 + 4 * (cmn?.length ?? 0));
     payload.writeUInt32LE(id, 0);
+    cmn?.forEach((value, i) => payload.writeFloatLE(value, 4 + 4 * i));
     this.write(FRAME_BEGIN, payload);
   }
 
   audio(pcm16k: Int16Array): void {
-    if (pcm16k.length === 0) return;
-    this.write(FRAME_AUDIO, Buffer.from(pcm16k.buffer, pcm16k.byteOffset, pcm16k.byteLength));
+    // The worker refuses frames over 60 s; a call's 20 ms frames never come close.
+    for (let start = 0; start < pcm16k.length; start += MAX_FRAME_SAMPLES) {
+      const part = pcm16k.length <= MAX_FRAME_SAMPLES ? pcm16k : pcm16k.subarray(start, start + MAX_FRAME_SAMPLES);
+      this.write(FRAME_AUDIO, Buffer.from(part.buffer, part.byteOffset, part.byteLength));
+    }
   }
 
   end(): void {
@@ -384,7 +423,10 @@ class Worker {
     // Hand the worker on before delivering the result, so a stream created from inside the
     // callback queues behind the ones already waiting.
     this.onIdle();
-    if (message.type === 'final') stream.finish({ type: 'final', text: message.text });
+    if (message.type === 'final') {
+      if (message.cmn !== undefined && message.cmn.length > 0) this.onCmn(stream.callId, message.cmn);
+      stream.finish({ type: 'final', text: message.text });
+    }
     else stream.finish({ type: 'error', error: new Error(`pocketsphinx: ${message.message}`) });
   }
 
