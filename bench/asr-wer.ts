@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { decodeG711, encodeG711 } from '../src/audio/g711.js';
 import { loadResampler, resampleAll } from '../src/audio/resampler.js';
 import { readWav } from '../src/audio/wav.js';
-import { PocketsphinxAsr } from '../src/engines/local/pocketsphinx-asr.js';
+import { LIVE_DECODER_ARGS, PocketsphinxAsr } from '../src/engines/local/pocketsphinx-asr.js';
 import { wordErrorRate, type WordErrorRate } from '../src/engines/local/word-error-rate.js';
 
 interface Recording {
@@ -36,7 +36,8 @@ interface Recognition {
 const { values } = parseArgs({
   options: {
     workers: { type: 'string', default: String(cpus().length) },
-    'worker-args': { type: 'string', default: '' },
+    // Default: the live decoder settings; pass --worker-args="" for pocketsphinx's full multi-pass search.
+    'worker-args': { type: 'string', default: LIVE_DECODER_ARGS.join(' ') },
     testdata: { type: 'string', default: process.env.POCKETSPHINX_TESTDATA ?? '/usr/share/pocketsphinx/test/data' },
   },
 });
