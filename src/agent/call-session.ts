@@ -93,8 +93,11 @@ export class CallSession implements CallEventSink {
   private preRollSamples = 0;
   private asr: AsrStream | undefined;
   private asrFinal: Promise<string> | undefined;
-  /** Caller words of a turn whose reply was dropped because the caller went on. */
-  private carriedUserText = '';
+  /** Caller words of turns whose reply was dropped because the caller went on (joined to the next turn). */
+  private carriedText: Promise<string> = Promise.resolve('');
+  /** The latest ended caller turn's words, and its number: a newer turn supersedes older results. */
+  private lastTurnText: Promise<string> | undefined;
+  private userTurnSeq = 0;
   private current: AgentUtterance | undefined;
   private readonly utterances = new Map<number, AgentUtterance>();
   private nextUtteranceId = 1;
@@ -261,19 +264,21 @@ export class CallSession implements CallEventSink {
       return;
     }
     stream.end();
-    void final.then((text) => this.onUserText(turn, text));
+    const seq = ++this.userTurnSeq;
+    const text = Promise.all([this.carriedText, final]).then(([carried, own]) => {
+      turn.asrFinalAt = performance.now();
+      return [carried, own.trim()].filter(Boolean).join(' ');
+    });
+    this.carriedText = Promise.resolve('');
+    this.lastTurnText = text;
+    void text.then((userText) => {
+      // A newer turn superseded this one (the caller went on): its words travel with that turn.
+      if (seq === this.userTurnSeq && this.state.phase === 'thinking') this.onUserText(turn, userText);
+    });
   }
 
-  private onUserText(turn: TurnRecord, text: string): void {
+  private onUserText(turn: TurnRecord, userText: string): void {
     if (this.ended) return;
-    turn.asrFinalAt = performance.now();
-    const userText = [this.carriedUserText, text.trim()].filter(Boolean).join(' ');
-    this.carriedUserText = '';
-    if (this.state.phase !== 'thinking') {
-      // The caller started again before the recognizer finished: keep the words for that turn.
-      this.carriedUserText = userText;
-      return;
-    }
     if (userText === '') {
       this.logger.info({ event: 'empty_turn' }, 'caller turn had no recognizable words');
       this.dispatch({ type: 'agent_done' });
@@ -288,14 +293,17 @@ export class CallSession implements CallEventSink {
   }
 
   private cancelPendingReply(): void {
+    // The caller's words so far (recognized or not yet) join the turn now starting.
+    if (this.lastTurnText !== undefined) this.carriedText = this.lastTurnText;
+    this.lastTurnText = undefined;
+    this.userTurnSeq++;
     const utterance = this.current;
-    if (utterance === undefined || utterance.kind !== 'reply') return;
+    if (utterance === undefined || utterance.kind !== 'reply' || !utterance.isActive) return;
     utterance.cancel();
+    this.utterances.delete(utterance.id);
     this.queue.clear();
     // Take the caller's words back out of the conversation: they continue in the next turn.
-    const last = this.conversation[this.conversation.length - 1];
-    if (last?.role === 'user') {
-      this.carriedUserText = [last.content, this.carriedUserText].filter(Boolean).join(' ');
+    if (this.conversation.at(-1)?.role === 'user') {
       this.conversation.pop();
       this.turns.pop();
     }
@@ -331,6 +339,7 @@ export class CallSession implements CallEventSink {
       this.finishUtterance(utterance);
       this.emit({ type: 'interrupted', atMs: now, heardText: utterance.heardText() });
       this.logger.info({ event: 'barge_in', utterance: utterance.id, heard: utterance.heardText() }, 'caller interrupted the agent');
+      this.current = undefined;
     }
     this.pendingEnding = undefined;
     this.dispatch({ type: 'interrupt_handled' });
