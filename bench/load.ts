@@ -1,0 +1,573 @@
+/**
+ * Load: server CPU per call-second and outbound pacing with 50 and 200 concurrent calls, against a
+ * "floor" measured in the same run.
+ *
+ * The server under test (the real server on the real local engines) runs in THIS process; the
+ * simulated callers (bench/load-callers.ts) run in a CHILD process, so `process.cpuUsage()` deltas
+ * over the measurement window are the server's CPU alone. The agent's greeting is ~60 s long, so
+ * the agent talks through the whole window; the callers send low-level noise, so the VAD runs on
+ * every inbound frame but no turn starts.
+ *
+ * The floor is a bare `ws` server in this process that does the least any such server must:
+ * JSON.parse + base64-decode each inbound frame, and send exactly as many outbound media messages
+ * per call-second as the callers received from our server (same JSON shape, same payload size,
+ * base64-encoded per message, the same lead, each call on its own drift-free cadence with a random
+ * phase, all from one shared timer).
+ *
+ * Figures per OUTBOUND_FRAME_MS (20, 40, 60) and call count:
+ *   - CPU ms per call-second, ours vs floor, and the ratio (target ≤ 1.5×)
+ *   - p99 pacing lateness: our PlayoutScheduler's `lateness` histogram (target ≤ 5 ms); the floor's
+ *     own timer lateness for comparison
+ *   - p99 inter-arrival jitter at the callers: |Δarrival − the message's audio duration|
+ *   - saturation signs: machine CPU busy (and how much of it is other processes), server event-loop
+ *     utilisation, caller timer lateness, audio delivered per call-second, VAD chunks analysed per
+ *     call-second; playback underruns at the callers are shown beside them
+ *   - diagnostic: our server with a no-op VAD at 20 ms, to split the VAD's share of our CPU
+ *
+ *   npx tsx bench/load.ts [--frames 20,40,60] [--calls 50,200] [--seconds 15]
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { SileroVad } from '../src/engines/local/silero-vad.js';
+import { LatencyHistogram } from '../src/metrics/histogram.js';
+import { startVoiceServer, TEST_AUTH_TOKEN, type RunningServer } from '../test/helpers/voice-test-server.js';
+import { fmt, isMain, machineBusyFraction, machineCpu, printTable, processCpuMs, row, sleep, type SummaryRow } from './common.js';
+import type { Vad, VadStream } from '../src/engines/types.js';
+import type { CallerConfig, CallerReady, CallerStats } from './load-callers.js';
+
+/** `ours-no-vad`: our server with the VAD replaced by a no-op (diagnostic: what the VAD costs). */
+export type LoadServerKind = 'ours' | 'ours-no-vad' | 'floor';
+
+export interface LoadCase {
+  server: LoadServerKind;
+  frameMs: number;
+  calls: number;
+  callsAlive: number;
+  callsFailed: number;
+  windowS: number;
+  cpuMs: number;
+  cpuMsPerCallSecond: number;
+  /** Kernel share of cpuMsPerCallSecond (socket syscalls mostly). */
+  sysMsPerCallSecond: number;
+  /** Pacing lateness p99 / max (ours: the scheduler's histogram; floor: its timer's). */
+  pacingP99: number;
+  pacingMax: number;
+  pacingCount: number;
+  callerJitterP50: number;
+  callerJitterP99: number;
+  callerJitterMax: number;
+  mediaPerCallSecond: number;
+  audioMsPerCallSecond: number;
+  underruns: number;
+  minBufferMs: number;
+  clears: number;
+  closedByServer: number;
+  machineBusy: number;
+  serverElu: number;
+  callerCpuMsPerSecond: number;
+  callerTickLateP99: number;
+  /** VAD chunks per call-second in the window (ours only; 31.25 means every frame was analysed). */
+  vadChunksPerCallSecond: number;
+  vadInferenceMsPerCallSecond: number;
+  /** Average streams per VAD inference in the window: how well live frames share a batch. */
+  vadAvgBatch: number;
+  /** CPU cores busy with processes other than the server and the callers (other work on the machine). */
+  otherCores: number;
+  saturated: string[];
+}
+
+export interface LoadBenchOptions {
+  frames?: Array<20 | 40 | 60>;
+  calls?: number[];
+  /** Measurement window for the 20 ms (headline) case; 40/60 ms and floors use `otherSeconds`. */
+  seconds?: number;
+  otherSeconds?: number;
+  warmupSeconds?: number;
+  noiseDbfs?: number;
+  /** Also run our server with a no-op VAD at the first frame size, to split out the VAD's cost. */
+  withNoVad?: boolean;
+}
+
+export interface LoadBenchResult {
+  cases: LoadCase[];
+  summary: SummaryRow[];
+}
+
+// ── the scripted agent with a ~60 s greeting ─────────────────────────────────────────────────────
+
+const LONG_GREETING = [
+  'Thank you for calling the benchmark line.',
+  ...Array.from(
+    { length: 9 },
+    (_, i) =>
+      `Announcement number ${i + 1}: our office is open from nine in the morning until five in the afternoon on every weekday, and on saturdays until noon.`,
+  ),
+].join(' ');
+
+function writeLongGreetingScript(dir: string): string {
+  const path = join(dir, 'agent-script.load.json');
+  writeFileSync(
+    path,
+    JSON.stringify({
+      name: 'Load Line',
+      greeting: LONG_GREETING,
+      fallback: 'Sorry, I did not catch that.',
+      apology: 'Sorry, I had trouble with that.',
+      goodbye: 'Goodbye.',
+      intents: [{ name: 'bye', keywords: ['goodbye'], reply: 'Goodbye.', action: { type: 'hang_up' } }],
+    }),
+  );
+  return path;
+}
+
+/** A VAD that hears nothing and costs nothing: our server minus Silero, for the cost split. */
+class NoVad implements Vad {
+  readonly chunkSamples = 256;
+  createStream(): VadStream {
+    return { push: () => {}, close: () => {} };
+  }
+  async close(): Promise<void> {}
+}
+
+// ── the floor server ─────────────────────────────────────────────────────────────────────────────
+
+interface FloorCall {
+  ws: WebSocket;
+  streamSid: string;
+  nextDueMs: number;
+  offset: number;
+}
+
+class FloorServer {
+  readonly lateness = new LatencyHistogram();
+  private readonly wss: WebSocketServer;
+  private readonly calls = new Set<FloorCall>();
+  private readonly audio: Buffer;
+  private timer: NodeJS.Timeout | undefined;
+  private timerDueMs = Infinity;
+  private closed = false;
+  inboundFrames = 0;
+
+  constructor(
+    private readonly intervalMs: number,
+    private readonly payloadBytes: number,
+    /** Sent ahead of real time at the start of a call, like our playout lead. */
+    private readonly leadMs: number,
+  ) {
+    this.audio = Buffer.alloc(80_000);
+    for (let i = 0; i < this.audio.length; i++) this.audio[i] = 0x70 + Math.floor(Math.random() * 32);
+    this.wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1 << 20 });
+    this.wss.on('connection', (ws) => this.onConnection(ws));
+  }
+
+  async listen(): Promise<string> {
+    if (this.wss.address() === null) await new Promise<void>((resolve) => this.wss.once('listening', () => resolve()));
+    const address = this.wss.address();
+    if (address === null || typeof address === 'string') throw new Error('floor server has no port');
+    return `ws://127.0.0.1:${address.port}/`;
+  }
+
+  private onConnection(ws: WebSocket): void {
+    let call: FloorCall | undefined;
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (isBinary) return;
+      const message = JSON.parse(data.toString('utf8')) as { event?: string; media?: { payload?: string }; start?: { streamSid?: string } };
+      if (message.event === 'media') {
+        Buffer.from(message.media?.payload ?? '', 'base64');
+        this.inboundFrames++;
+      } else if (message.event === 'start' && call === undefined) {
+        // Like our queue: message k is due when sending it keeps `leadMs` of audio ahead of the playhead.
+        // Calls ring in at random times, so each call's cadence gets a random phase; without it the
+        // floor's calls (which connect all at once, no webhook) would share one timer wake per frame.
+        const nextDueMs = performance.now() + this.intervalMs - this.leadMs + Math.random() * this.intervalMs;
+        call = { ws, streamSid: message.start?.streamSid ?? '', nextDueMs, offset: Math.floor(Math.random() * 40_000) };
+        this.calls.add(call);
+        this.arm();
+      } else if (message.event === 'stop' && call !== undefined) {
+        this.calls.delete(call);
+      }
+    });
+    ws.on('close', () => {
+      if (call !== undefined) this.calls.delete(call);
+    });
+    ws.on('error', () => {});
+  }
+
+  private sendOne(call: FloorCall): void {
+    if (call.offset + this.payloadBytes > this.audio.length) call.offset = 0;
+    const payload = this.audio.toString('base64', call.offset, call.offset + this.payloadBytes);
+    call.offset += this.payloadBytes;
+    call.ws.send(`{"event":"media","streamSid":"${call.streamSid}","media":{"payload":"${payload}"}}`);
+  }
+
+  private arm(): void {
+    if (this.closed) return;
+    let earliest = Infinity;
+    for (const call of this.calls) earliest = Math.min(earliest, call.nextDueMs);
+    if (earliest === Infinity || (this.timer !== undefined && this.timerDueMs <= earliest)) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerDueMs = earliest;
+    this.timer = setTimeout(() => this.onTimer(), Math.max(0, earliest - performance.now()));
+  }
+
+  private onTimer(): void {
+    this.timer = undefined;
+    this.timerDueMs = Infinity;
+    const now = performance.now();
+    for (const call of this.calls) {
+      while (call.nextDueMs <= now + 0.5) {
+        this.lateness.record(Math.max(0, now - call.nextDueMs));
+        this.sendOne(call);
+        call.nextDueMs += this.intervalMs;
+      }
+    }
+    this.arm();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    for (const client of this.wss.clients) client.terminate();
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+  }
+}
+
+// ── one measured run ─────────────────────────────────────────────────────────────────────────────
+
+interface Probe {
+  server: LoadServerKind;
+  frameMs: number;
+  calls: number;
+  target: Omit<CallerConfig, 'type' | 'calls' | 'noiseDbfs'>;
+  lateness: LatencyHistogram;
+  vad?: SileroVad;
+  drained?: () => Promise<void>;
+  /** Floor: the audio per call-second it is told to send (ours: 1000). */
+  intendedAudioMsPerCallSecond?: number;
+}
+
+function nextMessage<T extends { type: string }>(child: ChildProcess, type: T['type'], timeoutMs: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`callers: no "${type}" within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onMessage = (message: { type?: string }): void => {
+      if (message.type !== type) return;
+      cleanup();
+      resolve(message as T);
+    };
+    const onExit = (code: number | null): void => {
+      cleanup();
+      reject(new Error(`callers exited (code ${code}) before "${type}"`));
+    };
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+    };
+    child.on('message', onMessage);
+    child.once('exit', onExit);
+  });
+}
+
+async function measure(probe: Probe, windowS: number, warmupS: number, noiseDbfs: number): Promise<LoadCase> {
+  const child = fork(fileURLToPath(new URL('./load-callers.ts', import.meta.url)), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  try {
+    const config: CallerConfig = { type: 'config', calls: probe.calls, noiseDbfs, ...probe.target };
+    child.send(config);
+    const ready = await nextMessage<CallerReady>(child, 'ready', 60_000);
+    if (ready.failed > 0) console.log(`  ${ready.failed} of ${probe.calls} calls failed to start: ${ready.firstError ?? ''}`);
+    await sleep(warmupS * 1000);
+
+    probe.lateness.reset();
+    const vad0 = probe.vad === undefined ? undefined : { ...probe.vad.stats };
+    const machine0 = machineCpu();
+    const elu0 = performance.eventLoopUtilization();
+    const cpu0 = processCpuMs().usage;
+    const t0 = performance.now();
+    child.send({ type: 'measure-start' });
+    await sleep(windowS * 1000);
+    const { ms: cpuMs, usage: cpuDelta } = processCpuMs(cpu0);
+    const wallS = (performance.now() - t0) / 1000;
+    const elu = performance.eventLoopUtilization(elu0).utilization;
+    const machine1 = machineCpu();
+    const statsPromise = nextMessage<CallerStats>(child, 'stats', 10_000);
+    child.send({ type: 'measure-stop' });
+    const stats = await statsPromise;
+    const vadChunks = probe.vad === undefined || vad0 === undefined ? NaN : probe.vad.stats.chunks - vad0.chunks;
+    const vadInferenceMs = probe.vad === undefined || vad0 === undefined ? NaN : probe.vad.stats.inferenceMs - vad0.inferenceMs;
+    const vadBatches = probe.vad === undefined || vad0 === undefined ? NaN : probe.vad.stats.batches - vad0.batches;
+
+    const donePromise = nextMessage(child, 'done', 10_000).catch(() => undefined);
+    child.send({ type: 'hangup' });
+    await donePromise;
+    await probe.drained?.();
+
+    const callSeconds = Math.max(1, stats.callsAlive) * wallS;
+    const machineBusy = machineBusyFraction(machine0, machine1);
+    const audioMsPerCallSecond = stats.audioMsReceived / (Math.max(1, stats.callsAlive) * (stats.windowMs / 1000));
+    const otherCores = machineBusy * cpus().length - cpuMs / 1000 / wallS - stats.cpuMs / stats.windowMs;
+    const saturated: string[] = [];
+    if (machineBusy > 0.9) {
+      const others = otherCores > 0.2 ? ` (${fmt(otherCores, 1)} cores of it other processes)` : '';
+      saturated.push(`machine ${fmt(machineBusy * 100, 0)}% busy${others}`);
+    }
+    if (elu > 0.9) saturated.push(`server event loop ${fmt(elu * 100, 0)}% utilised`);
+    if (stats.tickLateP99 > 10) saturated.push(`caller timer p99 ${fmt(stats.tickLateP99)} ms late`);
+    // The floor is told to send as many messages as ours delivered; when ours fell short, so does the
+    // floor by design, and its callers' buffers run dry: that is not the floor saturating.
+    const intendedAudioMs = probe.intendedAudioMsPerCallSecond ?? 1000;
+    if (audioMsPerCallSecond < 0.97 * intendedAudioMs) saturated.push(`only ${fmt(audioMsPerCallSecond, 0)} ms audio per call-second delivered`);
+    const vadPerCallSecond = vadChunks / callSeconds;
+    if (vadPerCallSecond < 0.95 * (8000 / 256)) saturated.push(`VAD analysed only ${fmt(vadPerCallSecond, 1)} of 31.25 chunks per call-second (inbound audio dropped)`);
+    if (stats.callsAlive < probe.calls) saturated.push(`${probe.calls - stats.callsAlive} calls dropped`);
+
+    return {
+      server: probe.server,
+      frameMs: probe.frameMs,
+      calls: probe.calls,
+      callsAlive: stats.callsAlive,
+      callsFailed: ready.failed,
+      windowS: wallS,
+      cpuMs,
+      cpuMsPerCallSecond: cpuMs / callSeconds,
+      sysMsPerCallSecond: cpuDelta.system / 1000 / callSeconds,
+      pacingP99: probe.lateness.quantile(0.99),
+      pacingMax: probe.lateness.max,
+      pacingCount: probe.lateness.count,
+      callerJitterP50: stats.jitterP50,
+      callerJitterP99: stats.jitterP99,
+      callerJitterMax: stats.jitterMax,
+      mediaPerCallSecond: stats.mediaReceived / (Math.max(1, stats.callsAlive) * (stats.windowMs / 1000)),
+      audioMsPerCallSecond,
+      underruns: stats.underruns,
+      minBufferMs: stats.minBufferMs,
+      clears: stats.clears,
+      closedByServer: stats.callsClosedByServer,
+      machineBusy,
+      serverElu: elu,
+      callerCpuMsPerSecond: stats.cpuMs / (stats.windowMs / 1000),
+      callerTickLateP99: stats.tickLateP99,
+      vadChunksPerCallSecond: vadChunks / callSeconds,
+      vadInferenceMsPerCallSecond: vadInferenceMs / callSeconds,
+      vadAvgBatch: vadChunks / vadBatches,
+      otherCores,
+      saturated,
+    };
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+}
+
+async function waitForDrain(server: RunningServer, timeoutMs: number): Promise<void> {
+  const until = performance.now() + timeoutMs;
+  while (server.sessions.size > 0 && performance.now() < until) await sleep(50);
+}
+
+function describe(c: LoadCase): string[] {
+  return [
+    c.server,
+    String(c.frameMs),
+    `${c.callsAlive}/${c.calls}`,
+    `${fmt(c.cpuMsPerCallSecond, 2)} (${fmt(c.sysMsPerCallSecond, 2)})`,
+    fmt(c.pacingP99, 1),
+    fmt(c.pacingMax, 1),
+    `${fmt(c.callerJitterP50, 1)} / ${fmt(c.callerJitterP99, 1)}`,
+    fmt(c.mediaPerCallSecond, 1),
+    fmt(c.audioMsPerCallSecond, 0),
+    String(c.underruns),
+    String(c.clears),
+    `${fmt(c.machineBusy * 100, 0)}% / ${fmt(c.serverElu * 100, 0)}%`,
+    fmt(Math.max(0, c.otherCores), 1),
+    c.server === 'ours' ? `${fmt(c.vadChunksPerCallSecond, 1)} (batch ${fmt(c.vadAvgBatch, 0)})` : '—',
+    c.saturated.length === 0 ? 'no' : 'YES',
+  ];
+}
+
+export async function runLoadBench(options: LoadBenchOptions = {}): Promise<LoadBenchResult> {
+  const frames = options.frames ?? [20, 40, 60];
+  const callCounts = options.calls ?? [50, 200];
+  const headlineS = options.seconds ?? 15;
+  const otherS = options.otherSeconds ?? 8;
+  const warmupS = options.warmupSeconds ?? 3;
+  const noiseDbfs = options.noiseDbfs ?? -50;
+  const withNoVad = options.withNoVad ?? true;
+  console.log(
+    `\n== Load: server CPU per call-second and pacing, ours vs a bare ws floor (callers in a child process; ` +
+      `${warmupS} s warm-up, ${headlineS} s window at 20 ms, ${otherS} s otherwise; caller noise ${noiseDbfs} dBFS) ==`,
+  );
+  const dir = mkdtempSync(join(tmpdir(), 'bench-load-'));
+  const cases: LoadCase[] = [];
+  let leadMs = 100;
+  try {
+    const scriptPath = writeLongGreetingScript(dir);
+    for (const frameMs of frames) {
+      const windowS = frameMs === 20 ? headlineS : otherS;
+      const server = await startVoiceServer({ AGENT_SCRIPT: scriptPath, OUTBOUND_FRAME_MS: String(frameMs), LOG_LEVEL: process.env['BENCH_LOG_LEVEL'] ?? 'silent' });
+      const ours: LoadCase[] = [];
+      leadMs = server.config.audio.outboundLeadMs;
+      try {
+        const vad = server.engines.vad instanceof SileroVad ? server.engines.vad : undefined;
+        for (const calls of callCounts) {
+          const probe: Probe = {
+            server: 'ours',
+            frameMs,
+            calls,
+            target: { mode: 'twilio', url: server.url, authToken: TEST_AUTH_TOKEN },
+            lateness: server.scheduler.lateness,
+            drained: () => waitForDrain(server, 10_000),
+          };
+          if (vad !== undefined) probe.vad = vad;
+          const result = await measure(probe, windowS, warmupS, noiseDbfs);
+          ours.push(result);
+          cases.push(result);
+        }
+      } finally {
+        await server.close();
+      }
+      if (frameMs === frames[0] && withNoVad) {
+        const bare = await startVoiceServer(
+          { AGENT_SCRIPT: scriptPath, OUTBOUND_FRAME_MS: String(frameMs), LOG_LEVEL: process.env['BENCH_LOG_LEVEL'] ?? 'silent' },
+          { vad: new NoVad() },
+        );
+        try {
+          for (const calls of callCounts) {
+            const probe: Probe = {
+              server: 'ours-no-vad',
+              frameMs,
+              calls,
+              target: { mode: 'twilio', url: bare.url, authToken: TEST_AUTH_TOKEN },
+              lateness: bare.scheduler.lateness,
+              drained: () => waitForDrain(bare, 10_000),
+            };
+            cases.push(await measure(probe, otherS, warmupS, noiseDbfs));
+          }
+        } finally {
+          await bare.close();
+        }
+      }
+      for (const [i, calls] of callCounts.entries()) {
+        const rate = ours[i]?.mediaPerCallSecond ?? 1000 / frameMs;
+        const floor = new FloorServer(1000 / rate, (frameMs / 20) * 160, leadMs);
+        try {
+          const url = await floor.listen();
+          const probe: Probe = {
+            server: 'floor',
+            frameMs,
+            calls,
+            target: { mode: 'bare', url },
+            lateness: floor.lateness,
+            intendedAudioMsPerCallSecond: rate * frameMs,
+          };
+          cases.push(await measure(probe, windowS, warmupS, noiseDbfs));
+        } finally {
+          await floor.close();
+        }
+      }
+      printCases(cases.filter((c) => c.frameMs === frameMs));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  const summary: SummaryRow[] = [];
+  for (const calls of callCounts) {
+    const hits = cases.filter((c) => c.server === 'ours' && c.calls === calls && c.saturated.length > 0);
+    summary.push(
+      row(
+        `do ${calls} calls saturate our server?`,
+        hits.length === 0 ? 'no' : `YES at ${hits.map((c) => `${c.frameMs} ms`).join(', ')}: ${hits[0]!.saturated.join('; ')}`,
+      ),
+    );
+  }
+  for (const frameMs of frames) {
+    for (const calls of callCounts) {
+      const ours = cases.find((c) => c.server === 'ours' && c.frameMs === frameMs && c.calls === calls);
+      const floor = cases.find((c) => c.server === 'floor' && c.frameMs === frameMs && c.calls === calls);
+      if (ours === undefined || floor === undefined) continue;
+      const ratio = ours.cpuMsPerCallSecond / floor.cpuMsPerCallSecond;
+      const noVad = cases.find((c) => c.server === 'ours-no-vad' && c.frameMs === frameMs && c.calls === calls);
+      const tag = `${frameMs} ms frames, ${calls} calls`;
+      const sat = ours.saturated.length > 0 ? ' (SATURATED)' : '';
+      const shared = Math.max(ours.otherCores, floor.otherCores) > 0.3 ? ` [machine shared: up to ${fmt(Math.max(ours.otherCores, floor.otherCores), 1)} cores of other processes]` : '';
+      summary.push(
+        row(
+          `CPU per call-second, ${tag}${sat}`,
+          `ours ${fmt(ours.cpuMsPerCallSecond, 2)} ms, floor ${fmt(floor.cpuMsPerCallSecond, 2)} ms: ${fmt(ratio, 2)}×${shared}`,
+          '≤ 1.5×',
+          ratio <= 1.5,
+        ),
+        ...(noVad === undefined
+          ? []
+          : [
+              row(
+                `  split, ${tag}`,
+                `VAD ≈ ${fmt(ours.cpuMsPerCallSecond - noVad.cpuMsPerCallSecond, 2)} ms; rest of ours ${fmt(noVad.cpuMsPerCallSecond, 2)} ms = ${fmt(noVad.cpuMsPerCallSecond / floor.cpuMsPerCallSecond, 2)}× floor`,
+              ),
+            ]),
+        row(`pacing lateness p99 (scheduler), ${tag}${sat}`, `${fmt(ours.pacingP99, 1)} ms (floor ${fmt(floor.pacingP99, 1)} ms)`, '≤ 5 ms', ours.pacingP99 <= 5),
+        row(`caller inter-arrival jitter p99, ${tag}`, `${fmt(ours.callerJitterP99, 1)} ms (floor ${fmt(floor.callerJitterP99, 1)} ms)`),
+      );
+    }
+  }
+  return { cases, summary };
+}
+
+function printCases(cases: LoadCase[]): void {
+  console.log('');
+  printTable(
+    [
+      'server',
+      'frame ms',
+      'calls',
+      'CPU ms/call-s (sys)',
+      'pacing p99 ms',
+      'pacing max ms',
+      'jitter p50/p99 ms',
+      'msgs/call-s',
+      'audio ms/call-s',
+      'underruns',
+      'clears',
+      'machine/loop busy',
+      'other procs (cores)',
+      'VAD chunks/call-s',
+      'saturated',
+    ],
+    cases.map(describe),
+  );
+  for (const c of cases) {
+    if (c.saturated.length > 0) console.log(`  SATURATED: ${c.server} ${c.frameMs} ms × ${c.calls} calls: ${c.saturated.join('; ')}`);
+  }
+  for (const c of cases.filter((x) => x.server === 'ours')) {
+    console.log(
+      `  ours ${c.frameMs} ms × ${c.calls}: avg VAD batch ${fmt(c.vadAvgBatch, 1)} streams; VAD wall time (session.run incl. its setImmediate wait) ` +
+        `${fmt(c.vadInferenceMsPerCallSecond, 2)} ms per call-second; callers used ${fmt(c.callerCpuMsPerSecond, 0)} CPU ms/s ` +
+        `(timer p99 ${fmt(c.callerTickLateP99, 1)} ms late); min caller buffer ${fmt(c.minBufferMs, 0)} ms; other processes ${fmt(Math.max(0, c.otherCores), 1)} cores`,
+    );
+  }
+}
+
+if (isMain(import.meta.url)) {
+  const { values } = parseArgs({
+    options: {
+      frames: { type: 'string', default: '20,40,60' },
+      calls: { type: 'string', default: '50,200' },
+      seconds: { type: 'string', default: '15' },
+      'other-seconds': { type: 'string', default: '8' },
+    },
+  });
+  await runLoadBench({
+    frames: values.frames.split(',').map(Number) as Array<20 | 40 | 60>,
+    calls: values.calls.split(',').map(Number),
+    seconds: Number(values.seconds),
+    otherSeconds: Number(values['other-seconds']),
+  });
+  process.exit(0);
+}

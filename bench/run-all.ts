@@ -1,0 +1,57 @@
+/**
+ * `npm run bench`: the VAD, load and turn-latency benchmarks in order, then one summary table with
+ * each figure and its target. Bounded: ~5 minutes on a 2-core machine; a watchdog ends it if a piece
+ * hangs. `--quick` shortens every window (for a smoke run; the figures are noisier).
+ *
+ *   npx tsx bench/run-all.ts [--quick]
+ */
+import { cpus } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { machineBusyFraction, machineCpu, printSummary, row, watchdog, type SummaryRow } from './common.js';
+import { runLoadBench } from './load.js';
+import { runTurnLatencyBench } from './turn-latency.js';
+import { runVadBench } from './vad.js';
+
+const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false } } });
+const quick = values.quick;
+
+watchdog(quick ? 240 : 480, 'npm run bench');
+const started = performance.now();
+const machine0 = machineCpu();
+const cpu0 = process.cpuUsage();
+const summary: SummaryRow[] = [];
+const failures: string[] = [];
+
+async function piece(name: string, run: () => Promise<SummaryRow[]>): Promise<void> {
+  try {
+    summary.push(...(await run()));
+  } catch (error) {
+    failures.push(`${name}: ${(error as Error).stack ?? String(error)}`);
+    summary.push(row(`${name}`, 'FAILED (see above)', '—'));
+    console.error(`\n${name} failed: ${(error as Error).stack ?? String(error)}`);
+  }
+}
+
+console.log(`voice-agent benchmarks on ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}${quick ? ', quick mode' : ''}`);
+
+await piece('VAD', async () => (await runVadBench({ secondsPerCase: quick ? 1 : 2 })).summary);
+await piece('load', async () =>
+  (await runLoadBench(quick ? { seconds: 5, otherSeconds: 3, warmupSeconds: 2 } : { seconds: 15, otherSeconds: 8, warmupSeconds: 3 })).summary,
+);
+await piece('turn latency', async () => (await runTurnLatencyBench(quick ? { rounds: 1 } : { rounds: 3 })).summary);
+
+const wallS = (performance.now() - started) / 1000;
+const busy = machineBusyFraction(machine0, machineCpu());
+const ownCpu = process.cpuUsage(cpu0);
+const ownCores = (ownCpu.user + ownCpu.system) / 1e6 / wallS;
+summary.push(
+  row(
+    'machine CPU busy over the whole run',
+    `${(busy * 100).toFixed(0)}% of ${cpus().length} cores (this process: ${(ownCores * 100).toFixed(0)}% of one core)`,
+  ),
+);
+
+printSummary(`SUMMARY (${wallS.toFixed(0)} s)`, summary);
+if (failures.length > 0) console.log(`\n${failures.length} benchmark piece(s) failed.`);
+process.exit(failures.length > 0 ? 1 : 0);
