@@ -161,7 +161,8 @@ export function loadConfig(env: Env = process.env): Config {
       outboundLeadMs: read.int('OUTBOUND_LEAD_MS', 100, 20, 200),
       inboundBufferMs: read.int('INBOUND_BUFFER_MS', 2000, 100, 10000),
     },
-    asrWorkers: read.int('ASR_WORKERS', 2, 1, 64),
+    // Each worker decodes one caller utterance at a time (~105 MB each): 4 covers 4 callers talking at once.
+    asrWorkers: read.int('ASR_WORKERS', 4, 1, 64),
     maxCallSeconds: read.int('MAX_CALL_SECONDS', 3600, 10, 86400),
   };
   if (read.problems.length > 0) throw new ConfigError(read.problems);

@@ -2,7 +2,7 @@
  * Endpointing: VAD probabilities per chunk in, speech events out. Pure and clock-free: time is the
  * caller's audio timeline (chunk durations), so the same audio always yields the same events.
  *
- * Hysteresis as Silero recommends: speech starts at `threshold` and only ends below
+ * Hysteresis as Silero recommends: speech counts from `threshold` and only ends below
  * `threshold - 0.15`, so a soft syllable inside a word does not split it.
  */
 export interface EndpointingConfig {
@@ -27,8 +27,13 @@ export type EndpointEvent =
   /** Confirmed speech followed by `endOfTurnSilenceMs` of silence. `speechEndMs` is where it stopped. */
   | { type: 'turn_end'; speechMs: number; speechEndMs: number; atMs: number };
 
+/** Silero's recommended gap between the speech threshold and the threshold that ends speech. */
+const HYSTERESIS = 0.15;
+
 export class Endpointer {
   private inSpeech = false;
+  /** A chunk of this run reached the full threshold (before that it is only a candidate). */
+  private heardVoice = false;
   private confirmed = false;
   private speechMs = 0;
   private silenceMs = 0;
@@ -47,23 +52,31 @@ export class Endpointer {
     this.positionMs += chunkMs;
     const now = this.positionMs;
     const { threshold, minSpeechMs, endOfTurnSilenceMs, gapMs } = this.config;
+    const lower = threshold - HYSTERESIS;
     if (!this.inSpeech) {
-      if (probability < threshold) return [];
+      // Onset is reported at the lower (hysteresis) threshold: it only pauses output, which is
+      // undone at once if no real speech follows, and it wins a chunk (32 ms) on soft word starts.
+      if (probability < lower) return [];
       this.inSpeech = true;
+      this.heardVoice = probability >= threshold;
       this.confirmed = false;
       this.speechMs = chunkMs;
       this.silenceMs = 0;
       this.gapReported = false;
-      this.confirmed = this.speechMs >= minSpeechMs;
-      return [
-        { type: 'speech_onset', atMs: start },
-        { type: 'speech_progress', speechMs: this.speechMs, atMs: now },
-      ];
+      const events: EndpointEvent[] = [{ type: 'speech_onset', atMs: start }];
+      if (this.heardVoice) {
+        this.confirmed = this.speechMs >= minSpeechMs;
+        events.push({ type: 'speech_progress', speechMs: this.speechMs, atMs: now });
+      }
+      return events;
     }
-    if (probability >= threshold - 0.15) {
+    if (probability >= lower) {
       this.speechMs += this.silenceMs + chunkMs;
       this.silenceMs = 0;
       this.gapReported = false;
+      if (probability >= threshold) this.heardVoice = true;
+      // Nothing counts as speech until one chunk has passed the real threshold.
+      if (!this.heardVoice) return [];
       if (this.speechMs >= minSpeechMs) this.confirmed = true;
       return [{ type: 'speech_progress', speechMs: this.speechMs, atMs: now }];
     }

@@ -30,6 +30,22 @@ export class DropOldestAudioBuffer {
     }
   }
 
+  /** The next `count` samples without taking them (a view when they lie in one chunk). */
+  peek(count: number): Int16Array | undefined {
+    if (this.samples < count) return undefined;
+    const head = this.chunks[0]!;
+    if (head.length >= count) return head.subarray(0, count);
+    const out = new Int16Array(count);
+    let filled = 0;
+    for (const chunk of this.chunks) {
+      const part = chunk.subarray(0, Math.min(chunk.length, count - filled));
+      out.set(part, filled);
+      filled += part.length;
+      if (filled === count) break;
+    }
+    return out;
+  }
+
   /** Takes exactly `count` samples if that many are buffered; otherwise undefined. */
   take(count: number): Int16Array | undefined {
     if (this.samples < count) return undefined;

@@ -47,4 +47,12 @@ describe('endpointing', () => {
     const events = feed([...repeat(0.9, 5), ...repeat(0.05, 16), ...repeat(0.9, 5)]);
     expect(events.filter((e) => e.type === 'speech_onset')).toHaveLength(2);
   });
+
+  it('reports a tentative onset at the hysteresis threshold but counts no speech until the full threshold', () => {
+    const events = feed([0.4, 0.4, 0.4, 0.4, 0.4, ...repeat(0.05, 4)]);
+    expect(events.map((e) => e.type)).toEqual(['speech_onset', 'speech_lost']);
+    const voiced = feed([0.4, 0.9, 0.9, 0.9]);
+    expect(voiced[0]).toEqual({ type: 'speech_onset', atMs: 0 });
+    expect(voiced.filter((e) => e.type === 'speech_progress').at(-1)).toMatchObject({ speechMs: 128 });
+  });
 });

@@ -19,6 +19,19 @@ const CHUNK = 256;
 const CONTEXT = 32;
 const STATE_SIZE = 128;
 const MAX_BATCH = 256;
+/**
+ * Chunks under -55 dBFS RMS are not speech on any phone line: digital silence, comfort noise and
+ * idle-channel noise sit at -60 dBFS and below, while even soft speech onsets are well above -45.
+ * Answering them without inference is what keeps a listening caller nearly free.
+ */
+const SILENCE_GATE_RMS = 32768 * 10 ** (-55 / 20);
+const RESET_AFTER_QUIET_CHUNKS = 16;
+
+function rms(chunk: Int16Array): number {
+  let sum = 0;
+  for (let i = 0; i < chunk.length; i++) sum += chunk[i]! * chunk[i]!;
+  return Math.sqrt(sum / chunk.length);
+}
 
 export function sileroModelPath(): string {
   const require = createRequire(import.meta.url);
@@ -38,7 +51,7 @@ export class SileroVad implements Vad {
   private closed = false;
   private readonly srTensor = new ort.Tensor('int64', BigInt64Array.from([BigInt(SAMPLE_RATE)]), []);
   /** Counters for the benchmark: inferences and chunks processed. */
-  readonly stats = { batches: 0, chunks: 0, inferenceMs: 0 };
+  readonly stats = { batches: 0, chunks: 0, inferenceMs: 0, gatedChunks: 0 };
 
   private constructor(
     private readonly session: ort.InferenceSession,
@@ -89,6 +102,8 @@ export class SileroVad implements Vad {
       for (;;) {
         const batch: SileroStream[] = [];
         for (const stream of this.streams) {
+          // Chunks quieter than the gate are answered without inference (see SILENCE_GATE_RMS).
+          stream.answerQuietChunks();
           if (stream.hasChunk()) batch.push(stream);
           if (batch.length === MAX_BATCH) break;
         }
@@ -126,6 +141,7 @@ class SileroStream implements VadStream {
   private readonly context = new Float32Array(CONTEXT);
   private position = 0;
   private closed = false;
+  private quietChunks = 0;
 
   constructor(
     private readonly vad: SileroVad,
@@ -156,6 +172,32 @@ class SileroStream implements VadStream {
 
   hasChunk(): boolean {
     return !this.closed && this.backlog.bufferedSamples >= CHUNK;
+  }
+
+  /**
+   * Answers leading chunks below the silence gate with probability 0, in order, without inference;
+   * stops at the first louder chunk, which is left for the next batch. After a while of such
+   * silence the recurrent state starts afresh, as for a new stream: on this model that detects the
+   * next utterance's onset a chunk sooner than a state that still carries the previous one.
+   */
+  answerQuietChunks(): void {
+    while (!this.closed && this.backlog.bufferedSamples >= CHUNK) {
+      const chunk = this.backlog.peek(CHUNK)!;
+      if (rms(chunk) >= SILENCE_GATE_RMS) {
+        this.quietChunks = 0;
+        return;
+      }
+      this.backlog.take(CHUNK);
+      this.position += CHUNK;
+      if (++this.quietChunks === RESET_AFTER_QUIET_CHUNKS) {
+        this.state.fill(0);
+        this.context.fill(0);
+      } else {
+        for (let i = 0; i < CONTEXT; i++) this.context[i] = chunk[CHUNK - CONTEXT + i]! / 32768;
+      }
+      this.vad.stats.gatedChunks++;
+      this.onResult({ probability: 0, endSample: this.position });
+    }
   }
 
   /** Writes [context, chunk] as float into `input` and this stream's state into batch slot b. */

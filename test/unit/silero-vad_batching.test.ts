@@ -1,0 +1,63 @@
+// Guards the shared Silero VAD: real speech detected, calls batched into one inference, silence answered for free, order kept.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SileroVad } from '../../src/engines/local/silero-vad.js';
+import type { VadResult } from '../../src/engines/types.js';
+import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
+
+let vad: SileroVad;
+beforeAll(async () => {
+  vad = await SileroVad.load();
+});
+afterAll(async () => vad?.close());
+
+async function run(streams: Int16Array[]): Promise<VadResult[][]> {
+  const results = streams.map(() => [] as VadResult[]);
+  const handles = streams.map((_, i) => vad.createStream((r) => results[i]!.push(r)));
+  const frames = Math.max(...streams.map((s) => s.length)) / 160;
+  for (let f = 0; f < frames; f++) {
+    streams.forEach((pcm, i) => handles[i]!.push(pcm.subarray(f * 160, f * 160 + 160)));
+    if (f % 4 === 3) await new Promise((r) => setTimeout(r, 1));
+  }
+  const expected = streams.map((s) => Math.floor(s.length / 256));
+  while (results.some((r, i) => r.length < expected[i]!)) await new Promise((r) => setTimeout(r, 5));
+  handles.forEach((h) => h.close());
+  return results;
+}
+
+describe('Silero VAD (shared, batched)', () => {
+  it('finds real speech and not the silence around it', async () => {
+    const speech = await phoneSpeech(RECORDINGS.illDisposed);
+    const [results] = await run([timeline(5000, [[1000, speech]])]);
+    const at = (ms: number) => results![Math.floor(ms / 32)]!.probability;
+    expect(at(300)).toBeLessThan(0.2);
+    expect(Math.max(...results!.slice(Math.floor(1400 / 32), Math.floor(3500 / 32)).map((r) => r.probability))).toBeGreaterThan(0.9);
+    expect(at(4800)).toBeLessThan(0.2);
+  });
+
+  it('answers in order with stream positions advancing one chunk at a time', async () => {
+    const speech = await phoneSpeech(RECORDINGS.amiable);
+    const [results] = await run([timeline(2000, [[0, speech]])]);
+    expect(results!.map((r) => r.endSample)).toEqual(results!.map((_, i) => (i + 1) * 256));
+  });
+
+  it('batches the chunks of concurrent calls into shared inferences', async () => {
+    const speech = await phoneSpeech(RECORDINGS.coldHearted);
+    const before = { ...vad.stats };
+    await run(Array.from({ length: 12 }, () => timeline(1000, [[0, speech]])));
+    const batches = vad.stats.batches - before.batches;
+    const chunks = vad.stats.chunks - before.chunks;
+    const gated = vad.stats.gatedChunks - before.gatedChunks;
+    expect(chunks + gated).toBe(12 * Math.floor(8000 / 256));
+    expect(chunks).toBeGreaterThan(gated);
+    expect(chunks / batches).toBeGreaterThan(4);
+  });
+
+  it('answers digital silence and idle line noise without running the model', async () => {
+    const before = { ...vad.stats };
+    const quiet = Int16Array.from({ length: 8000 }, () => Math.round((Math.random() - 0.5) * 30));
+    const [results] = await run([quiet]);
+    expect(results!.every((r) => r.probability === 0)).toBe(true);
+    expect(vad.stats.chunks - before.chunks).toBe(0);
+    expect(vad.stats.gatedChunks - before.gatedChunks).toBe(results!.length);
+  });
+});
