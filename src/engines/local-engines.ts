@@ -29,7 +29,10 @@ export async function loadLocalEngines(config: Config, logger: Logger): Promise<
     throw new Error(`TTS engine unavailable: ${error.message}. Install Debian's espeak-ng (npm start does this on a fresh machine).`);
   });
   const [vad, asr] = await Promise.all([
-    SileroVad.load({ maxBacklogMs: config.audio.inboundBufferMs }),
+    SileroVad.load({
+      maxBacklogMs: config.audio.inboundBufferMs,
+      onError: (error) => logger.error({ event: 'vad_failed', err: error.message }, 'speech detection failed'),
+    }),
     PocketsphinxAsr.start({ workers: config.asrWorkers, logger }),
   ]);
   const scripted = new ScriptedAgent(script);
