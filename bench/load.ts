@@ -301,7 +301,10 @@ async function measure(probe: Probe, windowS: number, warmupS: number, noiseDbfs
     const statsPromise = nextMessage<CallerStats>(child, 'stats', 10_000);
     child.send({ type: 'measure-stop' });
     const stats = await statsPromise;
-    const vadChunks = probe.vad === undefined || vad0 === undefined ? NaN : probe.vad.stats.chunks - vad0.chunks;
+    // Chunks answered by the silence gate were analysed too (without inference).
+    const vadChunks =
+      probe.vad === undefined || vad0 === undefined ? NaN : probe.vad.stats.chunks + probe.vad.stats.gatedChunks - vad0.chunks - vad0.gatedChunks;
+    const vadInferred = probe.vad === undefined || vad0 === undefined ? NaN : probe.vad.stats.chunks - vad0.chunks;
     const vadInferenceMs = probe.vad === undefined || vad0 === undefined ? NaN : probe.vad.stats.inferenceMs - vad0.inferenceMs;
     const vadBatches = probe.vad === undefined || vad0 === undefined ? NaN : probe.vad.stats.batches - vad0.batches;
 
@@ -357,7 +360,7 @@ async function measure(probe: Probe, windowS: number, warmupS: number, noiseDbfs
       callerTickLateP99: stats.tickLateP99,
       vadChunksPerCallSecond: vadChunks / callSeconds,
       vadInferenceMsPerCallSecond: vadInferenceMs / callSeconds,
-      vadAvgBatch: vadChunks / vadBatches,
+      vadAvgBatch: vadInferred / vadBatches,
       otherCores,
       saturated,
     };
