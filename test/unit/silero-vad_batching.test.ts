@@ -6,7 +6,9 @@ import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
 
 let vad: SileroVad;
 beforeAll(async () => {
-  vad = await SileroVad.load();
+  // The tests push audio faster than real time: a backlog bound of a minute keeps a cold first
+  // inference from dropping audio (the bound itself is the inbound buffer's test).
+  vad = await SileroVad.load({ maxBacklogMs: 60_000 });
 });
 afterAll(async () => vad?.close());
 

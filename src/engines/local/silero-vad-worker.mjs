@@ -13,6 +13,17 @@ const session = await ort.InferenceSession.create(modelPath, {
 });
 const missing = ['input', 'state', 'sr'].filter((name) => !session.inputNames.includes(name));
 const sr = new ort.Tensor('int64', BigInt64Array.from([BigInt(sampleRate)]), []);
+if (missing.length === 0) {
+  // Warm up before reporting ready: the first runs (at each batch size) are several times slower,
+  // and the first call should not pay for that.
+  for (const size of [1, 16]) {
+    await session.run({
+      input: new ort.Tensor('float32', new Float32Array(size * chunkWithContext), [size, chunkWithContext]),
+      state: new ort.Tensor('float32', new Float32Array(2 * size * stateSize), [2, size, stateSize]),
+      sr,
+    });
+  }
+}
 
 parentPort.on('message', async (message) => {
   if (message.type === 'close') {
