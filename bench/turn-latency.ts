@@ -169,7 +169,7 @@ export async function runTurnLatencyBench(options: TurnLatencyOptions = {}): Pro
     loadClip('coldHearted', RECORDINGS.coldHearted),
   ]);
   const server = await startVoiceServer({
-    AGENT_SCRIPT: 'test/fixtures/agent-script.e2e.json',
+    AGENT_SCRIPT: 'test/fixtures/agents',
     ASR_WORKERS: String(asrWorkers),
     LOG_LEVEL: process.env['BENCH_LOG_LEVEL'] ?? 'silent',
   });

@@ -18,12 +18,12 @@ async function main(): Promise<void> {
     throw error;
   }
   const logger = pino({ level: config.logLevel });
-  const { engines, profile } = await loadLocalEngines(config, logger);
+  const { engines, agents, remoteLlm } = await loadLocalEngines(config, logger);
   const prompts = new PromptCache(engines.tts);
-  await prompts.warm(fixedPrompts(profile));
-  const server = await buildServer({ config, engines, profile, prompts, logger: { level: config.logLevel } });
+  for (const agent of agents.all()) await prompts.warm(fixedPrompts(agent.profile), agent.profile.voice);
+  const server = await buildServer({ config, engines, agents, remoteLlm, prompts, logger: { level: config.logLevel } });
   await server.app.listen({ port: config.port, host: config.host });
-  server.app.log.info({ publicUrl: config.publicUrl, agent: profile.name }, 'voice agent server ready');
+  server.app.log.info({ publicUrl: config.publicUrl, agent: agents.fallback.profile.name, numbers: agents.numbers }, 'voice agent server ready');
 
   let stopping = false;
   const stop = (signal: string): void => {

@@ -7,18 +7,21 @@ import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
-import type { AgentProfile } from './agent/agent-profile.js';
+import { llmFor, type AgentDirectory, type AgentEntry } from './agent/agent-directory.js';
 import { CallSession } from './agent/call-session.js';
 import type { PromptCache } from './agent/prompt-cache.js';
 import { SessionRegistry } from './agent/session-registry.js';
 import { PlayoutScheduler } from './audio/playout-scheduler.js';
-import type { Engines } from './engines/types.js';
+import type { Engines, Llm, SharedEngines } from './engines/types.js';
 import twilioRoutes, { WS_MAX_PAYLOAD } from './telephony/twilio/routes.js';
 
 export interface ServerDeps {
   config: Config;
-  engines: Engines;
-  profile: AgentProfile;
+  engines: SharedEngines;
+  /** The agent (script, profile, fallback) for each called number. */
+  agents: AgentDirectory;
+  /** Wraps the configured LLM around a number's scripted agent; undefined: the script answers. */
+  remoteLlm?: ((fallback: Llm) => Llm) | undefined;
   prompts: PromptCache;
   /** Defaults to a fresh scheduler; benchmarks pass one in to read its pacing figures. */
   scheduler?: PlayoutScheduler;
@@ -42,6 +45,15 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
     bodyLimit: 64 * 1024,
   });
   const sessions = new SessionRegistry();
+  const perAgent = new Map<AgentEntry, Engines>();
+  const enginesFor = (agent: AgentEntry): Engines => {
+    let engines = perAgent.get(agent);
+    if (engines === undefined) {
+      engines = { ...deps.engines, llm: llmFor(agent, deps.remoteLlm), fallbackLlm: agent.scripted };
+      perAgent.set(agent, engines);
+    }
+    return engines;
+  };
   const scheduler = deps.scheduler ?? new PlayoutScheduler();
   let draining = false;
 
@@ -59,11 +71,12 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
     streamTokenTtlSeconds: config.streamTokenTtlSeconds,
     acceptingCalls: () => !draining,
     openSession: (start, transport, logger) => {
+      const agent = deps.agents.forNumber(start.customParameters['to']);
       const session = new CallSession({
         callId: start.callSid,
         transport,
-        engines: deps.engines,
-        profile: deps.profile,
+        engines: enginesFor(agent),
+        profile: agent.profile,
         prompts: deps.prompts,
         scheduler,
         logger: logger as Logger,
@@ -90,7 +103,7 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
       ready,
       draining,
       calls: sessions.size,
-      engines: { vad: 'silero-v5', asr: 'ready', llm: deps.engines.llm.name, tts: deps.engines.tts.name },
+      engines: { vad: 'silero-v5', asr: 'pocketsphinx', llm: enginesFor(deps.agents.fallback).llm.name, tts: deps.engines.tts.name },
     });
   });
 

@@ -356,7 +356,7 @@ export class CallSession implements CallEventSink {
   /** A fixed line, from the prompt cache when it is there (synthesized on the fly if not). */
   private speakFixed(text: string, kind: UtteranceKind): AgentUtterance {
     const utterance = this.newUtterance(kind);
-    const cached = this.prompts.get(text, this.transport.encoding);
+    const cached = this.prompts.get(text, this.transport.encoding, this.profile.voice);
     const enqueue = (frames: Uint8Array): void => {
       if (!utterance.isActive || this.ended) return;
       this.queue.enqueueMark(utterance.markName('start'));

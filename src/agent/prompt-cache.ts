@@ -13,16 +13,16 @@ export class PromptCache {
 
   constructor(private readonly tts: Tts) {}
 
-  async warm(texts: Iterable<string>, encodings: G711Encoding[] = ['mulaw']): Promise<void> {
-    for (const text of texts) for (const encoding of encodings) await this.synthesize(text, encoding);
+  async warm(texts: Iterable<string>, voice?: string, encodings: G711Encoding[] = ['mulaw']): Promise<void> {
+    for (const text of texts) for (const encoding of encodings) await this.synthesize(text, encoding, voice);
   }
 
-  get(text: string, encoding: G711Encoding): Uint8Array | undefined {
-    return this.cache.get(key(text, encoding));
+  get(text: string, encoding: G711Encoding, voice?: string): Uint8Array | undefined {
+    return this.cache.get(key(text, encoding, voice));
   }
 
   async synthesize(text: string, encoding: G711Encoding, voice?: string): Promise<Uint8Array> {
-    const cached = this.cache.get(key(text, encoding));
+    const cached = this.cache.get(key(text, encoding, voice));
     if (cached !== undefined) return cached;
     const input = new AsyncQueue<string>();
     input.push(text);
@@ -38,9 +38,9 @@ export class PromptCache {
     } finally {
       encoder.destroy();
     }
-    this.cache.set(key(text, encoding), frames);
+    this.cache.set(key(text, encoding, voice), frames);
     return frames;
   }
 }
 
-const key = (text: string, encoding: G711Encoding): string => `${encoding}\u0000${text}`;
+const key = (text: string, encoding: G711Encoding, voice = ''): string => `${encoding}\u0000${voice}\u0000${text}`;

@@ -110,6 +110,9 @@ export interface Tts {
   synthesize(request: TtsRequest): AsyncIterable<TtsChunk>;
 }
 
+/** The engines all calls share; the LLM is chosen per call, by the number called. */
+export type SharedEngines = Pick<Engines, 'vad' | 'asr' | 'tts'>;
+
 export interface Engines {
   vad: Vad;
   asr: Asr;

@@ -11,7 +11,7 @@ const FALLBACK =
   'Sorry, I did not catch that. I can tell you about our opening hours, our address and parking, or help you with an appointment, or put you through to a person at the front desk.';
 
 beforeAll(async () => {
-  server = await startVoiceServer({ AGENT_SCRIPT: 'test/fixtures/agent-script.e2e.json' });
+  server = await startVoiceServer({ AGENT_SCRIPT: 'test/fixtures/agents' });
 });
 afterAll(async () => server?.close());
 
@@ -130,6 +130,11 @@ describe('an inbound Twilio call on the local engines', () => {
     // The call went on after the garbage: the caller's utterance still got a reply.
     expect(result.turns.find((t) => t.kind === 'reply')?.agentFirstFrameMs).not.toBeNull();
     expect(session.turns).toHaveLength(1);
+  });
+
+  it("answers each called number with that number's own agent script", async () => {
+    const { session } = await call({ to: '+15550001111', audio: new Int16Array(8000 * 3), idleHangUpMs: 1500 });
+    expect(session.conversation[1]).toEqual({ role: 'assistant', content: 'Second line, hello.' });
   });
 
   it('ends the session and closes the stream when a completed status callback arrives mid-call', async () => {

@@ -4,7 +4,7 @@ import { fixedPrompts } from '../../src/agent/agent-profile.js';
 import { PromptCache } from '../../src/agent/prompt-cache.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { closeEngines, loadLocalEngines } from '../../src/engines/local-engines.js';
-import type { Engines } from '../../src/engines/types.js';
+import type { SharedEngines } from '../../src/engines/types.js';
 import { buildServer, type VoiceServer } from '../../src/server.js';
 
 export const TEST_AUTH_TOKEN = 'test-auth-token-0123456789abcdef';
@@ -12,11 +12,11 @@ export const TEST_AUTH_TOKEN = 'test-auth-token-0123456789abcdef';
 export interface RunningServer extends VoiceServer {
   url: string;
   config: Config;
-  engines: Engines;
+  engines: SharedEngines;
   close(): Promise<void>;
 }
 
-export async function startVoiceServer(env: Record<string, string> = {}, engineOverrides: Partial<Engines> = {}): Promise<RunningServer> {
+export async function startVoiceServer(env: Record<string, string> = {}, engineOverrides: Partial<SharedEngines> = {}): Promise<RunningServer> {
   const config = loadConfig({
     PORT: '0',
     HOST: '127.0.0.1',
@@ -30,7 +30,7 @@ export async function startVoiceServer(env: Record<string, string> = {}, engineO
   const loaded = await loadLocalEngines(config, logger);
   const engines = { ...loaded.engines, ...engineOverrides };
   const prompts = new PromptCache(engines.tts);
-  await prompts.warm(fixedPrompts(loaded.profile));
+  for (const agent of loaded.agents.all()) await prompts.warm(fixedPrompts(agent.profile), agent.profile.voice);
   // The public URL must name the real port for signatures and TwiML: bind first, then build.
   const probe = await import('node:net').then(
     ({ createServer }) =>
@@ -43,7 +43,14 @@ export async function startVoiceServer(env: Record<string, string> = {}, engineO
   );
   const url = `http://127.0.0.1:${probe}`;
   const finalConfig = { ...config, port: probe, publicUrl: url };
-  const server = await buildServer({ config: finalConfig, engines, profile: loaded.profile, prompts, logger: { level: config.logLevel } });
+  const server = await buildServer({
+    config: finalConfig,
+    engines,
+    agents: loaded.agents,
+    remoteLlm: loaded.remoteLlm,
+    prompts,
+    logger: { level: config.logLevel },
+  });
   await server.app.listen({ port: probe, host: '127.0.0.1' });
   return {
     ...server,

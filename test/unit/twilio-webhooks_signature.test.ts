@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import twilio from 'twilio';
 import WebSocket from 'ws';
+import { AgentDirectory } from '../../src/agent/agent-directory.js';
 import { PromptCache } from '../../src/agent/prompt-cache.js';
 import { loadConfig } from '../../src/config.js';
 import { buildServer, type VoiceServer } from '../../src/server.js';
@@ -20,7 +21,7 @@ beforeAll(async () => {
   server = await buildServer({
     config,
     engines,
-    profile: { name: 't', greeting: 'hi', apology: 'sorry', systemPrompt: 's' },
+    agents: AgentDirectory.load('examples/agent-script.json'),
     prompts: new PromptCache(engines.tts),
     logger: false,
   });
