@@ -7,7 +7,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    // Two cores: end-to-end calls run in real time, so files run one or two at a time.
-    maxWorkers: 2,
+    // End-to-end calls run in real time against real recognizer processes: a second test file
+    // competing for the 2 cores would make their timing, not their behaviour, decide the result.
+    fileParallelism: false,
   },
 });

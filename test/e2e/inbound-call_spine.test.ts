@@ -77,7 +77,7 @@ describe('an inbound Twilio call on the local engines', () => {
   it('on barge-in sends clear, sends no further frame of that reply, and keeps only the words the caller heard', async () => {
     const first = await phoneSpeech(RECORDINGS.illDisposed);
     const second = await phoneSpeech(RECORDINGS.coldHearted);
-    const { result, session, events } = await call({ audio: timeline(16000, [[2000, first], [9500, second]]), idleHangUpMs: 2000 });
+    const { result, session, events } = await call({ audio: timeline(16000, [[2000, first], [9500, second]]), idleHangUpMs: 4000 });
 
     expect(result.violations).toEqual([]);
     const interrupted = events.find((e): e is Extract<SessionEvent, { type: 'interrupted' }> => e.type === 'interrupted');
