@@ -66,6 +66,9 @@ export type SessionEvent =
   | { type: 'dtmf'; digit: string }
   | { type: 'ended'; reason: string };
 
+/** Longest wait for the goodbye line to play out before a max-duration hang-up. */
+const GOODBYE_GRACE_MS = 8000;
+
 /** Caller audio kept before speech onset, so the recognizer hears the first syllable. */
 const PRE_ROLL_MS = 400;
 
@@ -501,11 +504,11 @@ export class CallSession implements CallEventSink {
     if (this.current === utterance) this.current = undefined;
     this.dispatch({ type: 'agent_done' });
     const ending = this.pendingEnding;
-    if (ending !== undefined && utterance.kind === 'reply') {
+    if (ending !== undefined && utterance.kind !== 'greeting') {
       this.pendingEnding = undefined;
       this.logger.info({ event: 'call_ending', ending }, 'agent ends the call');
       this.transport.finish(ending);
-      this.end(ending.kind === 'transfer' ? 'transferred' : 'agent_hung_up');
+      this.end(ending.reason === 'max_duration' ? 'max_duration' : ending.kind === 'transfer' ? 'transferred' : 'agent_hung_up');
     }
   }
 
@@ -536,9 +539,19 @@ export class CallSession implements CallEventSink {
   }
 
   private onMaxDuration(): void {
+    if (this.ended) return;
     this.logger.warn({ event: 'max_duration', seconds: this.timing.maxCallSeconds }, 'call reached its maximum duration');
-    this.transport.finish({ kind: 'hang_up', reason: 'max_duration' });
-    this.end('max_duration');
+    const hangUp = (): void => {
+      if (this.ended) return;
+      this.transport.finish({ kind: 'hang_up', reason: 'max_duration' });
+      this.end('max_duration');
+    };
+    if (this.profile.goodbye === undefined) return hangUp();
+    // Say goodbye first (cut whatever was playing); hang up when it has played, or after a few seconds.
+    if (this.current !== undefined) this.interruptReply();
+    this.pendingEnding = { kind: 'hang_up', reason: 'max_duration' };
+    this.speakFixed(this.profile.goodbye, 'prompt');
+    setTimeout(hangUp, GOODBYE_GRACE_MS).unref();
   }
 
   // ── end ───────────────────────────────────────────────────────────────────────────────────────

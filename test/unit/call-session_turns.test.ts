@@ -66,7 +66,7 @@ function fakeTransport() {
   return { transport, sent, endings };
 }
 
-function build(options: { asrTexts: string[]; asrDelayMs?: number; llm?: Engines['llm'] }) {
+function build(options: { asrTexts: string[]; asrDelayMs?: number; llm?: Engines['llm']; maxCallSeconds?: number; goodbye?: string }) {
   const vad = scriptedVad();
   const { transport, sent, endings } = fakeTransport();
   const requests: LlmRequest[] = [];
@@ -84,11 +84,11 @@ function build(options: { asrTexts: string[]; asrDelayMs?: number; llm?: Engines
     callId: 'CA0123456789abcdef0123456789abcdef',
     transport,
     engines,
-    profile: { name: 'test', greeting: 'Hi.', apology: 'Sorry.', systemPrompt: 'Be brief.' },
+    profile: { name: 'test', greeting: 'Hi.', apology: 'Sorry.', systemPrompt: 'Be brief.', ...(options.goodbye ? { goodbye: options.goodbye } : {}) },
     prompts: new PromptCache(toneTts),
     scheduler: new PlayoutScheduler(),
     logger: pino({ level: 'silent' }),
-    timing: { endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, vadThreshold: 0.5, outboundFrameMs: 20, outboundLeadMs: 200, maxCallSeconds: 60 },
+    timing: { endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, vadThreshold: 0.5, outboundFrameMs: 20, outboundLeadMs: 200, maxCallSeconds: options.maxCallSeconds ?? 60 },
   });
   /** Echo every mark as soon as it was sent (audio "plays" instantly). */
   const echoMarks = () => {
@@ -170,5 +170,15 @@ describe('call session', () => {
     session.onDtmf('1');
     expect(sent.length).toBe(before);
     expect(session.dtmfDigits).toEqual([]);
+  });
+
+  it('says goodbye and hangs up when the call reaches its maximum duration', async () => {
+    const { session, sent, endings, echoMarks } = build({ asrTexts: [], maxCallSeconds: 0.05, goodbye: 'Goodbye now.' });
+    await until(() => sent.some((s) => s.name?.endsWith(':end')));
+    expect(endings).toEqual([]);
+    echoMarks();
+    expect(endings).toEqual([{ kind: 'hang_up', reason: 'max_duration' }]);
+    expect(session.endReason).toBe('max_duration');
+    expect(session.conversation.at(-1)).toEqual({ role: 'assistant', content: 'Goodbye now.' });
   });
 });
