@@ -98,10 +98,12 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
 
   app.get('/health', async () => ({ status: 'ok', calls: sessions.size }));
   app.get('/ready', async (_request, reply) => {
-    const ready = !draining;
+    const vadFailure = deps.engines.vad.failure?.message;
+    const ready = !draining && vadFailure === undefined;
     return reply.code(ready ? 200 : 503).send({
       ready,
       draining,
+      ...(vadFailure === undefined ? {} : { failure: `vad: ${vadFailure}` }),
       calls: sessions.size,
       engines: { vad: 'silero-v5', asr: 'pocketsphinx', llm: enginesFor(deps.agents.fallback).llm.name, tts: deps.engines.tts.name },
     });

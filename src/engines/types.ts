@@ -22,6 +22,8 @@ export interface VadStream {
 /** One shared detector per process; it batches the pending chunks of all live calls. */
 export interface Vad {
   readonly chunkSamples: number;
+  /** Set once the detector has failed for good (reported by `/ready`). */
+  readonly failure?: Error | undefined;
   createStream(onResult: (result: VadResult) => void): VadStream;
   close(): Promise<void>;
 }

@@ -13,9 +13,11 @@ const TOKEN = 'auth-token-for-tests';
 const CALL = 'CA0123456789abcdef0123456789abcdef';
 let server: VoiceServer;
 let base: string;
+let inert: ReturnType<typeof inertEngines>;
 
 beforeAll(async () => {
   const engines = inertEngines();
+  inert = engines;
   const probe = 'http://127.0.0.1:1';
   const config = loadConfig({ TWILIO_AUTH_TOKEN: TOKEN, PUBLIC_URL: probe, AGENT_SCRIPT: 'examples/agent-script.json' });
   server = await buildServer({
@@ -124,5 +126,25 @@ describe('media stream authentication', () => {
   it('closes a stream whose token expired', async () => {
     const token = signStreamToken(TOKEN, CALL, Date.now() / 1000 - 1);
     expect(await openStream({ streamToken: token })).toEqual({ code: 1008, reason: 'stream token expired' });
+  });
+});
+
+describe('health and readiness', () => {
+  it('reports the process up and ready while engines work and it is not draining', async () => {
+    expect((await server.app.inject({ url: '/health' })).json()).toMatchObject({ status: 'ok' });
+    const ready = await server.app.inject({ url: '/ready' });
+    expect(ready.statusCode).toBe(200);
+    expect(ready.json()).toMatchObject({ ready: true, draining: false });
+  });
+
+  it('turns /ready to 503 when the VAD has failed, and when draining', async () => {
+    const vad = inert.vad as { failure?: Error };
+    vad.failure = new Error('worker exited');
+    const failed = await server.app.inject({ url: '/ready' });
+    expect(failed.statusCode).toBe(503);
+    expect(failed.json()).toMatchObject({ ready: false, failure: 'vad: worker exited' });
+    delete vad.failure;
+    server.startDraining();
+    expect((await server.app.inject({ url: '/ready' })).statusCode).toBe(503);
   });
 });
