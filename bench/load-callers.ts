@@ -19,7 +19,7 @@ import twilio from 'twilio';
 import WebSocket, { type RawData } from 'ws';
 import { encodeG711 } from '../src/audio/g711.js';
 import { LatencyHistogram } from '../src/metrics/histogram.js';
-import { parseStreamTwiml, voiceWebhookParams } from '../src/softphone/twilio-caller.js';
+import { parseStreamTwiml, twilioStartMessage, voiceWebhookParams } from '../src/softphone/twilio-caller.js';
 
 export interface CallerConfig {
   type: 'config';
@@ -272,21 +272,7 @@ async function main(): Promise<void> {
     calls.push(call);
     ws.send(JSON.stringify({ event: 'connected', protocol: 'Call', version: '1.0.0' }));
     call.seq++;
-    ws.send(
-      JSON.stringify({
-        event: 'start',
-        sequenceNumber: String(call.seq),
-        start: {
-          accountSid,
-          streamSid,
-          callSid,
-          tracks: ['inbound'],
-          mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 },
-          customParameters: parameters,
-        },
-        streamSid,
-      }),
-    );
+    ws.send(JSON.stringify(twilioStartMessage({ sequenceNumber: String(call.seq), accountSid, callSid, streamSid, customParameters: parameters })));
     call.started = true;
   };
 

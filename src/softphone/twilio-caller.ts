@@ -364,6 +364,29 @@ function rawToBuffer(data: RawData): Buffer {
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
+/** Twilio's `start` message, field for field as its docs show it. */
+export function twilioStartMessage(ids: {
+  sequenceNumber: string;
+  accountSid: string;
+  callSid: string;
+  streamSid: string;
+  customParameters: Record<string, string>;
+}): Record<string, unknown> {
+  return {
+    event: 'start',
+    sequenceNumber: ids.sequenceNumber,
+    start: {
+      accountSid: ids.accountSid,
+      streamSid: ids.streamSid,
+      callSid: ids.callSid,
+      tracks: ['inbound'],
+      mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 },
+      customParameters: ids.customParameters,
+    },
+    streamSid: ids.streamSid,
+  };
+}
+
 export async function placeCall(options: CallOptions): Promise<CallResult> {
   options.signal?.throwIfAborted();
   const url = options.url.replace(/\/+$/, '');
@@ -523,19 +546,7 @@ export async function placeCall(options: CallOptions): Promise<CallResult> {
   // complete, at k × 20 ms), scheduled against the monotonic clock so timer lateness never accumulates.
   ws.send(JSON.stringify({ event: 'connected', protocol: 'Call', version: '1.0.0' }));
   t0 = performance.now();
-  send({
-    event: 'start',
-    sequenceNumber: nextSeq(),
-    start: {
-      accountSid,
-      streamSid,
-      callSid,
-      tracks: ['inbound'],
-      mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 },
-      customParameters,
-    },
-    streamSid,
-  });
+  send(twilioStartMessage({ sequenceNumber: nextSeq(), accountSid, callSid, streamSid, customParameters }));
 
   const lastEventMs = events.reduce((max, e) => Math.max(max, e.atMs), 0);
   const tick = (): void => {

@@ -7,6 +7,7 @@ import { ScriptedAgent } from '../../src/engines/local/scripted-agent.js';
 import { OpenAiCompatibleLlm } from '../../src/engines/openai/openai-llm.js';
 import type { Llm, LlmEvent, LlmRequest } from '../../src/engines/types.js';
 import { OpenAiStandIn } from '../helpers/openai-stand-in.js';
+import { collect, text } from '../helpers/llm-events.js';
 
 const script: AgentScript = {
   name: 'Test Shop',
@@ -54,16 +55,6 @@ function scriptedPrimary(events: LlmEvent[], error?: Error, onAbortThrow = false
 
 function request(text: string, signal = new AbortController().signal): LlmRequest {
   return { callId: 'CA-fallback-1', messages: [{ role: 'user', content: text }], tools: [], signal };
-}
-
-async function collect(events: AsyncIterable<LlmEvent>): Promise<LlmEvent[]> {
-  const out: LlmEvent[] = [];
-  for await (const event of events) out.push(event);
-  return out;
-}
-
-function text(events: LlmEvent[]): string {
-  return events.map((e) => (e.type === 'text' ? e.delta : '')).join('');
 }
 
 describe('FallbackLlm with fake engines', () => {

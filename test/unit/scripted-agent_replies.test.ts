@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { loadAgentScript, type AgentScript } from '../../src/engines/local/agent-script.js';
 import { ScriptedAgent, chunkReply, matchIntent } from '../../src/engines/local/scripted-agent.js';
 import type { ChatMessage, LlmEvent, LlmRequest } from '../../src/engines/types.js';
+import { collect, text } from '../helpers/llm-events.js';
 
 const script: AgentScript = {
   name: 'Test Shop',
@@ -19,16 +20,6 @@ const script: AgentScript = {
 
 function request(messages: ChatMessage[], signal = new AbortController().signal): LlmRequest {
   return { callId: 'CA-test', messages, tools: [], signal };
-}
-
-async function collect(events: AsyncIterable<LlmEvent>): Promise<LlmEvent[]> {
-  const out: LlmEvent[] = [];
-  for await (const event of events) out.push(event);
-  return out;
-}
-
-function text(events: LlmEvent[]): string {
-  return events.map((e) => (e.type === 'text' ? e.delta : '')).join('');
 }
 
 describe('matchIntent', () => {
