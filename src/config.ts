@@ -161,7 +161,9 @@ export function loadConfig(env: Env = process.env): Config {
       outboundLeadMs: read.int('OUTBOUND_LEAD_MS', 100, 20, 200),
       inboundBufferMs: read.int('INBOUND_BUFFER_MS', 2000, 100, 10000),
     },
-    // Each worker decodes one caller utterance at a time (~105 MB each): 4 covers 4 callers talking at once.
+    // Each worker decodes one caller utterance at a time (~105 MB each). Past two per core, extra
+    // workers only share the same CPU, and under a burst every caller waits longer instead of the
+    // later ones alone: 4 suits this 2-core machine; scale with cores.
     asrWorkers: read.int('ASR_WORKERS', 4, 1, 64),
     maxCallSeconds: read.int('MAX_CALL_SECONDS', 3600, 10, 86400),
   };

@@ -22,7 +22,6 @@ export async function startVoiceServer(env: Record<string, string> = {}, engineO
     HOST: '127.0.0.1',
     TWILIO_AUTH_TOKEN: TEST_AUTH_TOKEN,
     PUBLIC_URL: 'http://127.0.0.1:0',
-    ASR_WORKERS: '2',
     LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'silent',
     ...env,
   });
