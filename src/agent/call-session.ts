@@ -105,7 +105,8 @@ export class CallSession implements CallEventSink {
   private readonly utterances = new Map<number, AgentUtterance>();
   private nextUtteranceId = 1;
   private readonly flushedMarks = new Map<string, number>();
-  private pendingEnding: CallEnding | undefined;
+  /** What happens to the call once the current reply has played, and the reason the session records. */
+  private pendingEnding: { ending: CallEnding; endReason: string } | undefined;
   private turn: TurnRecord | undefined;
   private readonly listeners = new Set<(event: SessionEvent) => void>();
   private readonly maxDurationTimer: NodeJS.Timeout;
@@ -333,20 +334,28 @@ export class CallSession implements CallEventSink {
 
   private interruptReply(): void {
     const now = performance.now();
-    const utterance = this.current;
-    this.queue.clear();
-    this.transport.clear();
+    const utterance = this.stopOutput(now);
     this.emit({ type: 'clear_sent', atMs: now, reason: 'interrupt' });
     if (utterance !== undefined) {
-      utterance.interrupt(now);
-      this.finishUtterance(utterance);
       this.emit({ type: 'interrupted', atMs: now, heardText: utterance.heardText() });
       this.logger.info({ event: 'barge_in', utterance: utterance.id, heard: utterance.heardText() }, 'caller interrupted the agent');
-      this.current = undefined;
     }
     this.pendingEnding = undefined;
     this.dispatch({ type: 'interrupt_handled' });
   }
+
+  /** Drops all unplayed audio here and at the far end and cuts the current utterance where it was heard. */
+  private stopOutput(now: number): AgentUtterance | undefined {
+    const utterance = this.current;
+    this.queue.clear();
+    this.transport.clear();
+    if (utterance === undefined) return undefined;
+    utterance.interrupt(now);
+    this.finishUtterance(utterance);
+    this.current = undefined;
+    return utterance;
+  }
+
 
   // ── agent output ──────────────────────────────────────────────────────────────────────────────
   private newUtterance(kind: UtteranceKind): AgentUtterance {
@@ -470,7 +479,7 @@ export class CallSession implements CallEventSink {
         continue;
       }
       this.logger.info({ event: 'tool_call', name: call.name, args: call.arguments }, 'agent action');
-      this.pendingEnding = action;
+      this.pendingEnding = { ending: action, endReason: action.kind === 'transfer' ? 'transferred' : 'agent_hung_up' };
     }
   }
 
@@ -503,12 +512,12 @@ export class CallSession implements CallEventSink {
     this.finishUtterance(utterance);
     if (this.current === utterance) this.current = undefined;
     this.dispatch({ type: 'agent_done' });
-    const ending = this.pendingEnding;
-    if (ending !== undefined && utterance.kind !== 'greeting') {
+    const pending = this.pendingEnding;
+    if (pending !== undefined && utterance.kind !== 'greeting') {
       this.pendingEnding = undefined;
-      this.logger.info({ event: 'call_ending', ending }, 'agent ends the call');
-      this.transport.finish(ending);
-      this.end(ending.reason === 'max_duration' ? 'max_duration' : ending.kind === 'transfer' ? 'transferred' : 'agent_hung_up');
+      this.logger.info({ event: 'call_ending', ending: pending.ending }, 'agent ends the call');
+      this.transport.finish(pending.ending);
+      this.end(pending.endReason);
     }
   }
 
@@ -548,8 +557,8 @@ export class CallSession implements CallEventSink {
     };
     if (this.profile.goodbye === undefined) return hangUp();
     // Say goodbye first (cut whatever was playing); hang up when it has played, or after a few seconds.
-    if (this.current !== undefined) this.interruptReply();
-    this.pendingEnding = { kind: 'hang_up', reason: 'max_duration' };
+    this.stopOutput(performance.now());
+    this.pendingEnding = { ending: { kind: 'hang_up', reason: 'max_duration' }, endReason: 'max_duration' };
     this.speakFixed(this.profile.goodbye, 'prompt');
     setTimeout(hangUp, GOODBYE_GRACE_MS).unref();
   }
