@@ -62,4 +62,21 @@ describe('Silero VAD (shared, batched)', () => {
     expect(vad.stats.chunks - before.chunks).toBe(0);
     expect(vad.stats.gatedChunks - before.gatedChunks).toBe(results!.length);
   });
+
+  it('reports a dead inference thread as a failure instead of leaving calls waiting on it', async () => {
+    const dying = await SileroVad.load({ onError: () => {} });
+    const speech = await phoneSpeech(RECORDINGS.amiable);
+    await (dying as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+    const results: number[] = [];
+    const stream = dying.createStream((r) => results.push(r.probability));
+    stream.push(speech.subarray(0, 8000));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(dying.failure?.message).toBe('Silero VAD worker exited');
+    // Quiet leading chunks may still be answered by the gate; no speech chunk was inferred.
+    expect(results.every((p) => p === 0)).toBe(true);
+    stream.push(speech.subarray(8000, 16000));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(dying.failure).toBeDefined();
+    await dying.close();
+  });
 });

@@ -56,6 +56,7 @@ export class SileroVad implements Vad {
   private running = false;
   private closed = false;
   private nextRequest = 0;
+  private workerGone: Error | undefined;
   private readonly pending = new Map<number, { resolve: (r: InferenceReply) => void; reject: (e: Error) => void }>();
   /** Set when inference failed; `/ready` reports it. */
   failure: Error | undefined;
@@ -74,8 +75,8 @@ export class SileroVad implements Vad {
       if (message.error !== undefined) request.reject(new Error(`Silero VAD inference failed: ${message.error}`));
       else request.resolve(message);
     });
-    worker.on('error', (error) => this.failAll(error));
-    worker.on('exit', () => this.failAll(new Error('Silero VAD worker exited')));
+    worker.on('error', (error) => this.onWorkerGone(error));
+    worker.on('exit', () => this.onWorkerGone(new Error('Silero VAD worker exited')));
   }
 
   static async load(options: SileroVadOptions = {}): Promise<SileroVad> {
@@ -123,7 +124,9 @@ export class SileroVad implements Vad {
     await this.worker.terminate();
   }
 
-  private failAll(error: Error): void {
+  /** The inference thread is gone for good: fail what waits on it and everything sent later. */
+  private onWorkerGone(error: Error): void {
+    this.workerGone ??= error;
     for (const request of this.pending.values()) request.reject(error);
     this.pending.clear();
   }
@@ -155,6 +158,8 @@ export class SileroVad implements Vad {
     const input = new Float32Array(size * (CONTEXT + CHUNK));
     const state = new Float32Array(2 * size * STATE_SIZE);
     for (let b = 0; b < size; b++) batch[b]!.fill(input, b * (CONTEXT + CHUNK), state, b, size);
+    // A request posted to a dead thread would never be answered, and the batch loop would stall.
+    if (this.workerGone !== undefined) throw this.workerGone;
     const id = this.nextRequest++;
     const reply = await new Promise<InferenceReply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
