@@ -8,6 +8,23 @@ import { resolve } from 'node:path';
 
 export type OutboundFrameMs = 20 | 40 | 60;
 
+/** Where each pipeline stage runs: this machine's CPU, Triton over gRPC, or (LLM) an OpenAI-compatible endpoint. */
+export interface EngineChoice {
+  vad: 'local' | 'triton';
+  asr: 'local' | 'triton';
+  llm: 'local' | 'triton' | 'openai';
+  tts: 'local' | 'triton';
+}
+
+export interface TritonConfig {
+  /** host:port of Triton's gRPC endpoint. */
+  url: string;
+  /** Per-stage deadlines: an answer later than this counts as a failure (apology, scripted take-over). */
+  asrFinalDeadlineMs: number;
+  llmFirstTokenDeadlineMs: number;
+  ttsChunkDeadlineMs: number;
+}
+
 export interface Config {
   port: number;
   host: string;
@@ -35,6 +52,12 @@ export interface Config {
   };
   asrWorkers: number;
   maxCallSeconds: number;
+  engines: EngineChoice;
+  triton: TritonConfig | undefined;
+  /** Start the LLM on a stable partial transcript before the end of turn is confirmed. */
+  speculativeLlm: boolean;
+  /** Token budget of the conversation sent to the LLM; older turns are summarized to fit. */
+  contextBudgetTokens: number;
 }
 
 export class ConfigError extends Error {
@@ -75,6 +98,14 @@ class Reader {
       return fallback;
     }
     return value;
+  }
+
+  choice<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
+    const raw = this.string(name);
+    if (raw === undefined) return fallback;
+    if ((allowed as readonly string[]).includes(raw)) return raw as T;
+    this.problems.push(`${name}=${JSON.stringify(raw)} must be one of ${allowed.join(', ')}`);
+    return fallback;
   }
 
   flag(name: string): boolean {
@@ -132,6 +163,29 @@ export function loadConfig(env: Env = process.env): Config {
   const outboundFrameMs = read.int('OUTBOUND_FRAME_MS', 20, 20, 60);
   if (![20, 40, 60].includes(outboundFrameMs)) read.problems.push(`OUTBOUND_FRAME_MS=${outboundFrameMs} must be 20, 40 or 60`);
 
+  const engines: EngineChoice = {
+    vad: read.choice('VAD_ENGINE', ['local', 'triton'] as const, 'local'),
+    asr: read.choice('ASR_ENGINE', ['local', 'triton'] as const, 'local'),
+    llm: read.choice('LLM_ENGINE', ['local', 'triton', 'openai'] as const, llmUrl === undefined ? 'local' : 'openai'),
+    tts: read.choice('TTS_ENGINE', ['local', 'triton'] as const, 'local'),
+  };
+  if (engines.llm === 'openai' && llmUrl === undefined) read.problems.push('LLM_ENGINE=openai needs LLM_URL (and LLM_MODEL)');
+  const tritonUrl = read.string('TRITON_URL');
+  if (tritonUrl !== undefined && !/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(tritonUrl)) {
+    read.problems.push(`TRITON_URL=${JSON.stringify(tritonUrl)} must be host:port of Triton's gRPC endpoint (e.g. triton:8001)`);
+  }
+  const usesTriton = Object.entries(engines).filter(([, engine]) => engine === 'triton').map(([stage]) => `${stage.toUpperCase()}_ENGINE`);
+  if (usesTriton.length > 0 && tritonUrl === undefined) read.problems.push(`${usesTriton.join(', ')}=triton needs TRITON_URL`);
+  const triton: TritonConfig | undefined =
+    tritonUrl === undefined
+      ? undefined
+      : {
+          url: tritonUrl,
+          asrFinalDeadlineMs: read.int('TRITON_ASR_FINAL_DEADLINE_MS', 1500, 100, 30000),
+          llmFirstTokenDeadlineMs: read.int('TRITON_LLM_DEADLINE_MS', 1500, 100, 30000),
+          ttsChunkDeadlineMs: read.int('TRITON_TTS_DEADLINE_MS', 2000, 100, 30000),
+        };
+
   const explicitSecret = read.string('STREAM_TOKEN_SECRET');
   const config: Config = {
     port,
@@ -166,6 +220,10 @@ export function loadConfig(env: Env = process.env): Config {
     // later ones alone: 4 suits this 2-core machine; scale with cores.
     asrWorkers: read.int('ASR_WORKERS', 4, 1, 64),
     maxCallSeconds: read.int('MAX_CALL_SECONDS', 3600, 10, 86400),
+    engines,
+    triton,
+    speculativeLlm: read.flag('SPECULATIVE_LLM'),
+    contextBudgetTokens: read.int('CONTEXT_BUDGET_TOKENS', 6000, 500, 128000),
   };
   if (read.problems.length > 0) throw new ConfigError(read.problems);
   return config;

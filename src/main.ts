@@ -3,7 +3,7 @@ import pino from 'pino';
 import { fixedPrompts } from './agent/agent-profile.js';
 import { PromptCache } from './agent/prompt-cache.js';
 import { ConfigError, loadConfig } from './config.js';
-import { closeEngines, loadLocalEngines } from './engines/local-engines.js';
+import { loadEngines } from './engines/load-engines.js';
 import { buildServer } from './server.js';
 
 async function main(): Promise<void> {
@@ -18,10 +18,21 @@ async function main(): Promise<void> {
     throw error;
   }
   const logger = pino({ level: config.logLevel });
-  const { engines, agents, remoteLlm } = await loadLocalEngines(config, logger);
-  const prompts = new PromptCache(engines.tts);
+  const loaded = await loadEngines(config, logger);
+  const { engines, agents, remoteLlm } = loaded;
+  const prompts = new PromptCache(engines.tts, loaded.degraded.tts);
   for (const agent of agents.all()) await prompts.warm(fixedPrompts(agent.profile), agent.profile.voice);
-  const server = await buildServer({ config, engines, agents, remoteLlm, prompts, logger: { level: config.logLevel } });
+  const server = await buildServer({
+    config,
+    engines,
+    agents,
+    remoteLlm,
+    prompts,
+    degraded: loaded.degraded,
+    tritonReadiness: loaded.triton?.readiness,
+    describeEngines: loaded.describe,
+    logger: { level: config.logLevel },
+  });
   await server.app.listen({ port: config.port, host: config.host });
   server.app.log.info({ publicUrl: config.publicUrl, agent: agents.fallback.profile.name, numbers: agents.numbers }, 'voice agent server ready');
 
@@ -33,7 +44,7 @@ async function main(): Promise<void> {
     server.startDraining();
     void server.app
       .close()
-      .then(() => closeEngines(engines))
+      .then(() => loaded.close())
       .then(() => process.exit(0));
   };
   process.on('SIGTERM', () => stop('SIGTERM'));

@@ -12,7 +12,8 @@ import { CallSession } from './agent/call-session.js';
 import type { PromptCache } from './agent/prompt-cache.js';
 import { SessionRegistry } from './agent/session-registry.js';
 import { PlayoutScheduler } from './audio/playout-scheduler.js';
-import type { Engines, Llm, SharedEngines } from './engines/types.js';
+import type { TritonReadiness } from './engines/triton/readiness.js';
+import type { Asr, Engines, Llm, SharedEngines, Tts } from './engines/types.js';
 import twilioRoutes, { WS_MAX_PAYLOAD } from './telephony/twilio/routes.js';
 
 export interface ServerDeps {
@@ -23,6 +24,12 @@ export interface ServerDeps {
   /** Wraps the configured LLM around a number's scripted agent; undefined: the script answers. */
   remoteLlm?: ((fallback: Llm) => Llm) | undefined;
   prompts: PromptCache;
+  /** Local engines a call moves to when a Triton stage fails mid-call (and starts on while Triton is down). */
+  degraded?: { asr: Asr; tts: Tts } | undefined;
+  /** Readiness of the Triton models in use, for `/ready` and for routing new calls. */
+  tritonReadiness?: TritonReadiness | undefined;
+  /** Which engine serves each stage, for `/ready`. */
+  describeEngines?: () => Record<string, string>;
   /** Defaults to a fresh scheduler; benchmarks pass one in to read its pacing figures. */
   scheduler?: PlayoutScheduler;
   /** Fastify logger options (pino); tests pass `false` or a level. */
@@ -72,10 +79,14 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
     acceptingCalls: () => !draining,
     openSession: (start, transport, logger) => {
       const agent = deps.agents.forNumber(start.customParameters['to']);
+      // While Triton is down, new calls start on the local engines and the script, instead of failing.
+      const startDegraded = deps.tritonReadiness !== undefined && !deps.tritonReadiness.allReady;
       const session = new CallSession({
         callId: start.callSid,
         transport,
         engines: enginesFor(agent),
+        ...(deps.degraded === undefined ? {} : { degraded: deps.degraded }),
+        startDegraded,
         profile: agent.profile,
         prompts: deps.prompts,
         scheduler,
@@ -99,13 +110,15 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
   app.get('/health', async () => ({ status: 'ok', calls: sessions.size }));
   app.get('/ready', async (_request, reply) => {
     const vadFailure = deps.engines.vad.failure?.message;
-    const ready = !draining && vadFailure === undefined;
+    const tritonReady = deps.tritonReadiness?.allReady ?? true;
+    const ready = !draining && vadFailure === undefined && tritonReady;
     return reply.code(ready ? 200 : 503).send({
       ready,
       draining,
       ...(vadFailure === undefined ? {} : { failure: `vad: ${vadFailure}` }),
       calls: sessions.size,
-      engines: { vad: 'silero-v5', asr: 'pocketsphinx', llm: enginesFor(deps.agents.fallback).llm.name, tts: deps.engines.tts.name },
+      engines: deps.describeEngines?.() ?? { vad: 'silero-v5', asr: 'pocketsphinx', llm: enginesFor(deps.agents.fallback).llm.name, tts: deps.engines.tts.name },
+      ...(deps.tritonReadiness === undefined ? {} : { triton: { ready: tritonReady, models: deps.tritonReadiness.snapshot() } }),
     });
   });
 

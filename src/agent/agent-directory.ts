@@ -2,7 +2,8 @@
  * The agents of this server, by called number. `AGENT_SCRIPT` is either one script file (every
  * number gets it) or a folder of scripts named by the number they answer in E.164
  * (`+15551234567.json`) plus `default.json` for any other number. Each number gets its own scripted
- * agent, which also answers for it when the configured LLM fails or times out.
+ * agent, which also answers for it when the configured LLM fails or times out. A profile carries
+ * the script's HTTP tools, for the LLM to call.
  */
 import { readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -66,6 +67,7 @@ function entryFor(script: AgentScript): AgentEntry {
       ...(script.goodbye === undefined ? {} : { goodbye: script.goodbye }),
       systemPrompt: script.systemPrompt ?? `You are the phone assistant for ${script.name}. Answer in one or two short spoken sentences.`,
       ...(script.voice === undefined ? {} : { voice: script.voice }),
+      tools: script.tools ?? [],
     },
   };
 }

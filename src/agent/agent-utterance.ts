@@ -5,7 +5,7 @@
  *
  * Marks are named `u<id>:start`, `u<id>:s<segment>` and `u<id>:end`.
  */
-import type { ToolCall } from '../engines/types.js';
+import type { ChatMessage, ToolCall } from '../engines/types.js';
 
 export type UtteranceKind = 'greeting' | 'reply' | 'prompt';
 export type UtteranceStatus = 'preparing' | 'speaking' | 'done' | 'interrupted' | 'cancelled';
@@ -22,6 +22,8 @@ export class AgentUtterance {
   status: UtteranceStatus = 'preparing';
   readonly segments: Segment[] = [];
   readonly toolCalls: ToolCall[] = [];
+  /** HTTP tool calls made while generating this reply and their results, for the conversation. */
+  readonly toolMessages: ChatMessage[] = [];
   /** Everything the LLM wrote, heard or not. */
   generatedText = '';
   private startedPlayingAtMs: number | undefined;

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { SAMPLE_RATE_8K, bytesToMs } from '../audio/frames.js';
 import { PlayoutQueue, type PlayoutMessage } from '../audio/playout-queue.js';
 import type { PlayoutScheduler, PlayoutSink } from '../audio/playout-scheduler.js';
-import type { AsrStream, ChatMessage, Engines, ToolCall, VadResult, VadStream } from '../engines/types.js';
+import type { Asr, AsrStream, ChatMessage, Engines, LlmEvent, ToolCall, Tts, VadResult, VadStream } from '../engines/types.js';
 import type { CallEnding, CallEventSink, CallTransport } from '../telephony/transport.js';
 import { AsyncQueue } from '../util/async-queue.js';
 import type { AgentProfile } from './agent-profile.js';
@@ -20,6 +20,9 @@ import { SentenceChunker } from './sentence-chunker.js';
 import { SpeechEncoder } from './speech-encoder.js';
 import { initialTurnState, nextTurn, type TurnEffect, type TurnInput, type TurnState } from './turn-taking.js';
 import { BUILT_IN_TOOLS, parseBuiltInToolCall } from './built-in-tools.js';
+import { fitToBudget, type ConversationSummarizer } from './context-budget.js';
+import { HttpToolRunner, TOOL_FILLER_AFTER_MS, toolSpecs, type ToolResult } from './http-tools.js';
+import { Speculation, sameUtterance } from './speculation.js';
 
 export interface SessionTiming {
   endOfTurnSilenceMs: number;
@@ -40,6 +43,16 @@ export interface CallSessionDeps {
   scheduler: PlayoutScheduler;
   prompts: PromptCache;
   logger: Logger;
+  /** Local engines this call moves to when a Triton stage fails (apology, then the script answers). */
+  degraded?: { asr: Asr; tts: Tts };
+  /** Start on the degraded engines (Triton is down as the call arrives). */
+  startDegraded?: boolean;
+  /** Start the LLM on a stable partial transcript before the end of turn is confirmed. */
+  speculativeLlm?: boolean;
+  /** Token budget of the conversation sent to the LLM (default 6000). */
+  contextBudgetTokens?: number;
+  /** Summarizes older turns off the hot path; without one, an extractive summary is used. */
+  summarizer?: ConversationSummarizer;
 }
 
 /** Per-turn latency waterfall, monotonic ms; kept with the call for post-call use. */
@@ -51,10 +64,15 @@ export interface TurnRecord {
   speechEndAt?: number;
   turnDecidedAt?: number;
   asrFinalAt?: number;
+  /** The LLM request went out (before the turn was decided when speculative). */
+  llmRequestAt?: number;
   llmFirstTokenAt?: number;
   firstSegmentToTtsAt?: number;
   ttsFirstAudioAt?: number;
   firstFrameSentAt?: number;
+  firstPartialAt?: number;
+  /** The reply was generated speculatively, on a partial transcript, and adopted. */
+  speculative?: boolean;
 }
 
 export type SessionEvent =
@@ -64,6 +82,9 @@ export type SessionEvent =
   | { type: 'turn_decided'; atMs: number }
   | { type: 'first_frame'; atMs: number; utteranceId: number }
   | { type: 'dtmf'; digit: string }
+  | { type: 'degraded'; stage: string; reason: string }
+  | { type: 'speculation'; outcome: 'started' | 'adopted' | 'cancelled'; text: string }
+  | { type: 'tool_result'; name: string; ok: boolean; ms: number }
   | { type: 'ended'; reason: string };
 
 /** Longest wait for the goodbye line to play out before a max-duration hang-up. */
@@ -71,6 +92,9 @@ const GOODBYE_GRACE_MS = 8000;
 
 /** Caller audio kept before speech onset, so the recognizer hears the first syllable. */
 const PRE_ROLL_MS = 400;
+
+/** Tool rounds per reply: a model that keeps calling tools is stopped here and what it said stands. */
+const MAX_TOOL_ROUNDS = 3;
 
 export class CallSession implements CallEventSink {
   readonly callId: string;
@@ -82,7 +106,22 @@ export class CallSession implements CallEventSink {
   endReason: string | undefined;
 
   private readonly transport: CallTransport;
-  private readonly engines: Engines;
+  /** Mutable: a failed Triton stage moves the call onto the degraded engines. */
+  private engines: Engines;
+  private readonly degradedEngines: { asr: Asr; tts: Tts } | undefined;
+  private degradedReason: string | undefined;
+  /** The caller's words of an utterance the recognizer lost: apologize instead of going silent. */
+  private apologyDue = false;
+  private readonly tools: HttpToolRunner;
+  private readonly llmTools: ReturnType<typeof toolSpecs>;
+  private readonly speculativeLlm: boolean;
+  private speculation: Speculation | undefined;
+  private latestPartial = '';
+  private hasCarriedText = false;
+  private readonly contextBudgetTokens: number;
+  private readonly summarizer: ConversationSummarizer | undefined;
+  private summary: { text: string; coversUpTo: number } | undefined;
+  private summarizing: AbortController | undefined;
   private readonly profile: AgentProfile;
   private readonly timing: SessionTiming;
   private readonly logger: Logger;
@@ -118,6 +157,12 @@ export class CallSession implements CallEventSink {
     this.callId = deps.callId;
     this.transport = deps.transport;
     this.engines = deps.engines;
+    this.degradedEngines = deps.degraded;
+    this.tools = new HttpToolRunner(deps.profile.tools, deps.logger);
+    this.llmTools = [...BUILT_IN_TOOLS, ...toolSpecs(deps.profile.tools)];
+    this.speculativeLlm = deps.speculativeLlm ?? false;
+    this.contextBudgetTokens = deps.contextBudgetTokens ?? 6000;
+    this.summarizer = deps.summarizer;
     this.profile = deps.profile;
     this.timing = deps.timing;
     this.logger = deps.logger;
@@ -135,6 +180,36 @@ export class CallSession implements CallEventSink {
     this.conversation.push({ role: 'system', content: deps.profile.systemPrompt });
     this.maxDurationTimer = setTimeout(() => this.onMaxDuration(), deps.timing.maxCallSeconds * 1000);
     this.maxDurationTimer.unref();
+    if (deps.startDegraded === true) this.degrade('start', 'Triton not ready when the call arrived');
+  }
+
+  /** Why the call runs on the degraded engines, if it does. */
+  get degradation(): string | undefined {
+    return this.degradedReason;
+  }
+
+  /**
+   * A stage failed (Triton lost, a deadline missed): the rest of the call runs on the local engines
+   * and the scripted agent. Returns false when the call was already degraded.
+   */
+  private degrade(stage: string, reason: string): boolean {
+    if (this.degradedReason !== undefined) return false;
+    this.degradedReason = `${stage}: ${reason}`;
+    this.engines = {
+      ...this.engines,
+      ...(this.degradedEngines ?? {}),
+      llm: this.engines.fallbackLlm,
+    };
+    this.speculation?.cancel();
+    this.speculation = undefined;
+    this.logger.warn({ event: 'call_degraded', stage, reason }, 'stage failed: the scripted agent takes over this call');
+    this.emit({ type: 'degraded', stage, reason });
+    return true;
+  }
+
+  /** The voice for TTS; the degraded (local) TTS speaks its own default voice. */
+  private get voice(): string | undefined {
+    return this.degradedReason === undefined ? this.profile.voice : undefined;
   }
 
   onEvent(listener: (event: SessionEvent) => void): () => void {
@@ -202,6 +277,9 @@ export class CallSession implements CallEventSink {
 
   private onEndpoint(event: EndpointEvent): void {
     if (event.type === 'speech_onset') this.emit({ type: 'speech_onset', atMs: performance.now() });
+    if (event.type === 'silence_gap') this.maybeSpeculate();
+    // The caller went on after the pause: what was guessed from the partial is stale.
+    if (event.type === 'speech_progress' && this.speculation !== undefined) this.cancelSpeculation('caller went on');
     if (event.type === 'turn_end' && this.turn === undefined) this.turn = this.newTurnRecord();
     if (event.type === 'turn_end' && this.turn !== undefined) {
       this.turn.speechEndAt = performance.now() - (event.atMs - event.speechEndMs);
@@ -240,13 +318,23 @@ export class CallSession implements CallEventSink {
 
   private openUserTurn(): void {
     this.asr?.cancel();
+    this.cancelSpeculation('new caller turn');
     this.turn = this.newTurnRecord();
     let resolveFinal!: (text: string) => void;
     this.asrFinal = new Promise<string>((resolve) => (resolveFinal = resolve));
+    this.latestPartial = '';
+    const turn = this.turn;
     const stream = this.engines.asr.createStream(this.callId, (event) => {
       if (event.type === 'final') resolveFinal(event.text);
-      else if (event.type === 'error') {
+      else if (event.type === 'partial') {
+        if (this.asr !== stream) return;
+        this.latestPartial = event.text;
+        turn.firstPartialAt ??= performance.now();
+        // A newer partial during the pause: re-aim the speculation at it.
+        if (this.speculation !== undefined && !sameUtterance(this.speculation.userText, event.text)) this.maybeSpeculate();
+      } else if (event.type === 'error') {
         this.logger.warn({ event: 'asr_error', err: event.error.message }, 'recognizer failed on this utterance');
+        if (this.degrade('asr', event.error.message)) this.apologyDue = true;
         resolveFinal('');
       }
     });
@@ -274,6 +362,7 @@ export class CallSession implements CallEventSink {
       return [carried, own.trim()].filter(Boolean).join(' ');
     });
     this.carriedText = Promise.resolve('');
+    this.hasCarriedText = false;
     this.lastTurnText = text;
     void text.then((userText) => {
       // A newer turn superseded this one (the caller went on): its words travel with that turn.
@@ -284,6 +373,13 @@ export class CallSession implements CallEventSink {
   private onUserText(turn: TurnRecord, userText: string): void {
     if (this.ended) return;
     if (userText === '') {
+      this.cancelSpeculation('empty turn');
+      if (this.apologyDue) {
+        // The recognizer failed on what the caller said: say so rather than stay silent.
+        this.apologyDue = false;
+        this.speakFixed(this.profile.apology, 'prompt');
+        return;
+      }
       this.logger.info({ event: 'empty_turn' }, 'caller turn had no recognizable words');
       this.dispatch({ type: 'agent_done' });
       return;
@@ -298,7 +394,10 @@ export class CallSession implements CallEventSink {
 
   private cancelPendingReply(): void {
     // The caller's words so far (recognized or not yet) join the turn now starting.
-    if (this.lastTurnText !== undefined) this.carriedText = this.lastTurnText;
+    if (this.lastTurnText !== undefined) {
+      this.carriedText = this.lastTurnText;
+      this.hasCarriedText = true;
+    }
     this.lastTurnText = undefined;
     this.userTurnSeq++;
     const utterance = this.current;
@@ -368,7 +467,7 @@ export class CallSession implements CallEventSink {
   /** A fixed line, from the prompt cache when it is there (synthesized on the fly if not). */
   private speakFixed(text: string, kind: UtteranceKind): AgentUtterance {
     const utterance = this.newUtterance(kind);
-    const cached = this.prompts.get(text, this.transport.encoding, this.profile.voice);
+    const cached = this.prompts.get(text, this.transport.encoding, this.profile.voice) ?? this.prompts.get(text, this.transport.encoding);
     const enqueue = (frames: Uint8Array): void => {
       if (!utterance.isActive || this.ended) return;
       this.queue.enqueueMark(utterance.markName('start'));
@@ -381,7 +480,7 @@ export class CallSession implements CallEventSink {
     };
     if (cached !== undefined) enqueue(cached);
     else {
-      void this.prompts.synthesize(text, this.transport.encoding, this.profile.voice).then(enqueue, (error: Error) => {
+      void this.prompts.synthesize(text, this.transport.encoding, this.voice).then(enqueue, (error: Error) => {
         this.logger.error({ event: 'tts_error', err: error.message }, 'could not synthesize a fixed prompt');
         this.finishUtterance(utterance);
       });
@@ -405,6 +504,8 @@ export class CallSession implements CallEventSink {
       if (utterance.signal.aborted || this.ended) return;
       this.logger.error({ event: 'reply_failed', err: error.message }, 'reply pipeline failed; apologizing');
       this.finishUtterance(utterance);
+      if (this.current === utterance) this.current = undefined;
+      this.degrade('reply', error.message);
       this.speakFixed(this.profile.apology, 'prompt');
     });
   }
@@ -412,41 +513,17 @@ export class CallSession implements CallEventSink {
   private async runReply(utterance: AgentUtterance, turn: TurnRecord): Promise<void> {
     const signal = utterance.signal;
     const segments = new AsyncQueue<string>();
-    const chunker = new SentenceChunker();
-    const llmDone = (async () => {
-      try {
-        const events = this.engines.llm.generate({ callId: this.callId, messages: [...this.conversation], tools: BUILT_IN_TOOLS, signal });
-        for await (const event of events) {
-          if (signal.aborted) break;
-          if (event.type === 'text') {
-            turn.llmFirstTokenAt ??= performance.now();
-            utterance.generatedText += event.delta;
-            for (const segment of chunker.push(event.delta)) {
-              turn.firstSegmentToTtsAt ??= performance.now();
-              segments.push(segment);
-            }
-          } else if (event.type === 'tool_call') {
-            utterance.toolCalls.push(event.call);
-          }
-        }
-        for (const segment of chunker.flush()) {
-          turn.firstSegmentToTtsAt ??= performance.now();
-          segments.push(segment);
-        }
-        segments.end();
-      } catch (error) {
-        segments.fail(error as Error);
-      }
-    })();
+    const llmDone = this.generateReply(utterance, turn, segments).catch((error: Error) => segments.fail(error));
 
     const encoder = new SpeechEncoder(this.transport.encoding);
     let segmentMs = 0;
     try {
       this.queue.enqueueMark(utterance.markName('start'));
-      const audio = this.engines.tts.synthesize({ callId: this.callId, text: segments, signal, ...(this.profile.voice ? { voice: this.profile.voice } : {}) });
+      const voice = this.voice;
+      const audio = this.engines.tts.synthesize({ callId: this.callId, text: segments, signal, ...(voice ? { voice } : {}) });
       for await (const chunk of audio) {
         if (signal.aborted || this.ended) return;
-        turn.ttsFirstAudioAt ??= performance.now();
+        if (chunk.pcm.length > 0) turn.ttsFirstAudioAt ??= performance.now();
         const frames = encoder.encode(chunk.pcm, chunk.sampleRate);
         segmentMs += bytesToMs(frames.length);
         this.enqueueAudio(utterance, frames);
@@ -469,6 +546,171 @@ export class CallSession implements CallEventSink {
     this.queue.enqueueMark(utterance.markName('end'));
     utterance.markAllQueued();
     this.scheduler.wake(this.sink);
+  }
+
+  /**
+   * The LLM side of a reply: text → speakable segments as it streams; built-in tool calls are kept
+   * for after playback; HTTP tool calls run (a filler line if they take a while), their results go
+   * back into the context and generation continues.
+   */
+  private async generateReply(utterance: AgentUtterance, turn: TurnRecord, segments: AsyncQueue<string>): Promise<void> {
+    const signal = utterance.signal;
+    const chunker = new SentenceChunker();
+    const pushSegment = (segment: string): void => {
+      turn.firstSegmentToTtsAt ??= performance.now();
+      segments.push(segment);
+    };
+    const onFallback = (info: { phase: string; reason: string }): void => {
+      // The configured LLM failed: apologize (before the script's answer, or after the cut-off text).
+      if (this.degrade('llm', info.reason)) pushSegment(this.profile.apology);
+    };
+    const messages = this.contextMessages();
+    let events: AsyncIterable<LlmEvent> | undefined = this.adoptSpeculation(turn, signal);
+    for (let round = 0; ; round++) {
+      if (events === undefined) {
+        turn.llmRequestAt ??= performance.now();
+        events = this.engines.llm.generate({ callId: this.callId, messages, tools: this.llmTools, signal, onFallback });
+      }
+      const httpCalls: ToolCall[] = [];
+      let roundText = '';
+      for await (const event of events) {
+        if (signal.aborted) break;
+        if (event.type === 'text') {
+          turn.llmFirstTokenAt ??= performance.now();
+          utterance.generatedText += event.delta;
+          roundText += event.delta;
+          for (const segment of chunker.push(event.delta)) pushSegment(segment);
+        } else if (event.type === 'tool_call') {
+          if (this.tools.has(event.call.name)) httpCalls.push(event.call);
+          else utterance.toolCalls.push(event.call);
+        }
+      }
+      events = undefined;
+      if (signal.aborted || httpCalls.length === 0) break;
+      if (round === MAX_TOOL_ROUNDS) {
+        this.logger.warn({ event: 'tool_rounds_exceeded', rounds: round }, 'LLM kept calling tools; reply ends here');
+        break;
+      }
+      // What the model said before calling the tool is spoken while the tool runs.
+      for (const segment of chunker.flush()) pushSegment(segment);
+      const results = await this.runHttpTools(httpCalls, signal, pushSegment);
+      if (signal.aborted) return;
+      const exchange: ChatMessage[] = [
+        { role: 'assistant', content: roundText, toolCalls: httpCalls },
+        ...httpCalls.map((call, i): ChatMessage => ({ role: 'tool', toolCallId: call.id, content: results[i]!.content })),
+      ];
+      messages.push(...exchange);
+      utterance.toolMessages.push(...exchange);
+    }
+    for (const segment of chunker.flush()) pushSegment(segment);
+    segments.end();
+  }
+
+  private async runHttpTools(calls: ToolCall[], signal: AbortSignal, say: (line: string) => void): Promise<ToolResult[]> {
+    const started = performance.now();
+    const filler = setTimeout(() => {
+      const line = this.tools.spec(calls[0]!.name)?.filler;
+      if (line !== undefined && !signal.aborted) say(line);
+    }, TOOL_FILLER_AFTER_MS);
+    try {
+      return await Promise.all(
+        calls.map(async (call) => {
+          const result = await this.tools.run(call, signal);
+          const ms = Math.round(performance.now() - started);
+          this.logger.info({ event: 'http_tool', name: call.name, ok: result.ok, ms, ...(result.ok ? {} : { reason: result.reason }) }, 'tool call');
+          this.emit({ type: 'tool_result', name: call.name, ok: result.ok, ms });
+          return result;
+        }),
+      );
+    } finally {
+      clearTimeout(filler);
+    }
+  }
+
+  /** The conversation as the LLM sees it: under the token budget, older turns summarized. */
+  private contextMessages(): ChatMessage[] {
+    const fitted = fitToBudget(this.conversation, {
+      budgetTokens: this.contextBudgetTokens,
+      ...(this.summary === undefined ? {} : { summary: this.summary.text }),
+    });
+    this.maybeSummarize(fitted.summarizedUpTo);
+    return fitted.messages;
+  }
+
+  /** Older turns fell out of the window: have them summarized between turns, off the hot path. */
+  private maybeSummarize(upTo: number): void {
+    if (this.summarizer === undefined || upTo <= 1 || this.summarizing !== undefined) return;
+    if (this.summary !== undefined && this.summary.coversUpTo >= upTo) return;
+    const controller = new AbortController();
+    this.summarizing = controller;
+    const older = this.conversation.slice(0, upTo);
+    void this.summarizer
+      .summarize(older, controller.signal)
+      .then(
+        (text) => {
+          if (text.trim() !== '' && !this.ended) this.summary = { text: text.trim(), coversUpTo: upTo };
+        },
+        (error: Error) => this.logger.warn({ event: 'summary_failed', err: error.message }, 'could not summarize older turns; using an extractive summary'),
+      )
+      .finally(() => {
+        if (this.summarizing === controller) this.summarizing = undefined;
+      });
+  }
+
+  // ── speculative generation ────────────────────────────────────────────────────────────────────
+  /** At a pause in the caller's speech: answer the partial transcript already, without speaking it. */
+  private maybeSpeculate(): void {
+    if (!this.speculativeLlm || this.degradedReason !== undefined || this.ended) return;
+    if (this.asr === undefined || this.hasCarriedText || this.state.phase !== 'listening') return;
+    const text = this.latestPartial.trim();
+    if (text === '') return;
+    if (this.speculation !== undefined) {
+      if (sameUtterance(this.speculation.userText, text)) return;
+      this.cancelSpeculation('newer partial');
+    }
+    const messages: ChatMessage[] = [...this.contextMessages(), { role: 'user', content: text }];
+    const startedAt = performance.now();
+    this.speculation = new Speculation(
+      text,
+      (signal) =>
+        this.engines.llm.generate({
+          callId: this.callId,
+          messages,
+          tools: this.llmTools,
+          signal,
+          onFallback: (info) => this.logger.warn({ event: 'speculation_llm_failed', reason: info.reason }, 'speculative request fell back'),
+        }),
+      startedAt,
+    );
+    this.logger.debug({ event: 'speculation_started', text }, 'speculative LLM request on a partial transcript');
+    this.emit({ type: 'speculation', outcome: 'started', text });
+  }
+
+  private cancelSpeculation(reason: string): void {
+    const speculation = this.speculation;
+    if (speculation === undefined) return;
+    this.speculation = undefined;
+    if (speculation.isAdopted) return;
+    speculation.cancel();
+    this.logger.debug({ event: 'speculation_cancelled', reason, text: speculation.userText }, 'speculation dropped');
+    this.emit({ type: 'speculation', outcome: 'cancelled', text: speculation.userText });
+  }
+
+  /** The speculative stream, when it answered exactly what the caller turned out to say. */
+  private adoptSpeculation(turn: TurnRecord, signal: AbortSignal): AsyncIterable<LlmEvent> | undefined {
+    const speculation = this.speculation;
+    if (speculation === undefined) return undefined;
+    this.speculation = undefined;
+    if (speculation.cancelled || !sameUtterance(speculation.userText, turn.userText)) {
+      if (!speculation.cancelled) speculation.cancel();
+      this.emit({ type: 'speculation', outcome: 'cancelled', text: speculation.userText });
+      return undefined;
+    }
+    turn.speculative = true;
+    turn.llmRequestAt = speculation.startedAt;
+    this.logger.info({ event: 'speculation_adopted', text: speculation.userText }, 'reply uses the speculative LLM stream');
+    this.emit({ type: 'speculation', outcome: 'adopted', text: speculation.userText });
+    return speculation.adopt(signal);
   }
 
   private takeToolCalls(utterance: AgentUtterance): void {
@@ -528,6 +770,8 @@ export class CallSession implements CallEventSink {
     if (utterance.status === 'preparing' || utterance.status === 'speaking') utterance.cancel();
     const heard = utterance.status === 'done' ? utterance.segments.map((s) => s?.text ?? '').join(' ').trim() : utterance.heardText();
     const toolCalls: ToolCall[] = utterance.status === 'done' ? utterance.toolCalls : [];
+    // HTTP tools were really called (their effects happened) whether or not the reply was heard.
+    this.conversation.push(...utterance.toolMessages);
     if (heard !== '' || toolCalls.length > 0) {
       this.conversation.push({ role: 'assistant', content: heard, ...(toolCalls.length > 0 ? { toolCalls } : {}) });
       for (const call of toolCalls) this.conversation.push({ role: 'tool', toolCallId: call.id, content: 'ok' });
@@ -576,6 +820,9 @@ export class CallSession implements CallEventSink {
     this.endReason = reason;
     clearTimeout(this.maxDurationTimer);
     this.vad.close();
+    this.speculation?.cancel();
+    this.speculation = undefined;
+    this.summarizing?.abort();
     this.asr?.cancel();
     this.asr = undefined;
     this.scheduler.remove(this.sink);

@@ -11,7 +11,11 @@ import { SpeechEncoder } from './speech-encoder.js';
 export class PromptCache {
   private readonly cache = new Map<string, Uint8Array>();
 
-  constructor(private readonly tts: Tts) {}
+  /** `fallback` speaks the prompts when `tts` cannot (e.g. Triton down at start-up). */
+  constructor(
+    private readonly tts: Tts,
+    private readonly fallback?: Tts,
+  ) {}
 
   async warm(texts: Iterable<string>, voice?: string, encodings: G711Encoding[] = ['mulaw']): Promise<void> {
     for (const text of texts) for (const encoding of encodings) await this.synthesize(text, encoding, voice);
@@ -24,6 +28,18 @@ export class PromptCache {
   async synthesize(text: string, encoding: G711Encoding, voice?: string): Promise<Uint8Array> {
     const cached = this.cache.get(key(text, encoding, voice));
     if (cached !== undefined) return cached;
+    let frames: Uint8Array;
+    try {
+      frames = await this.render(this.tts, text, encoding, voice);
+    } catch (error) {
+      if (this.fallback === undefined) throw error;
+      frames = await this.render(this.fallback, text, encoding, undefined);
+    }
+    this.cache.set(key(text, encoding, voice), frames);
+    return frames;
+  }
+
+  private async render(tts: Tts, text: string, encoding: G711Encoding, voice: string | undefined): Promise<Uint8Array> {
     const input = new AsyncQueue<string>();
     input.push(text);
     input.end();
@@ -31,14 +47,13 @@ export class PromptCache {
     let frames: Uint8Array = new Uint8Array(0);
     try {
       const request = { callId: 'prompt-cache', text: input, signal: new AbortController().signal, ...(voice ? { voice } : {}) };
-      for await (const chunk of this.tts.synthesize(request)) {
+      for await (const chunk of tts.synthesize(request)) {
         frames = concatBytes(frames, encoder.encode(chunk.pcm, chunk.sampleRate));
       }
       frames = concatBytes(frames, encoder.flush());
     } finally {
       encoder.destroy();
     }
-    this.cache.set(key(text, encoding, voice), frames);
     return frames;
   }
 }

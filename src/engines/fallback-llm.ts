@@ -61,10 +61,12 @@ export class FallbackLlm implements Llm {
     const base = { callId, llm: this.primary.name, reason: describeError(primaryError) };
     if (yieldedAny) {
       this.logger.warn({ ...base, phase: 'mid_reply' }, 'LLM failed mid-reply; ending the reply early');
+      request.onFallback?.({ phase: 'mid_reply', reason: base.reason });
       yield { type: 'done' };
       return;
     }
     this.logger.warn({ ...base, fallback: this.fallback.name, phase: 'before_first_event' }, 'LLM failed before answering; using the fallback');
+    request.onFallback?.({ phase: 'before_first_event', reason: base.reason });
     yield* this.streamFallback(request);
   }
 

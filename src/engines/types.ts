@@ -79,6 +79,12 @@ export interface LlmRequest {
   tools: readonly ToolSpec[];
   /** Aborting ends the stream promptly and releases the request upstream. */
   signal: AbortSignal;
+  /**
+   * Told when a wrapper (FallbackLlm) gives up on its primary for this request, before the fallback
+   * speaks (`before_first_event`) or when the reply is cut short (`mid_reply`): the session apologizes
+   * and lets the scripted agent take over the rest of the call.
+   */
+  onFallback?: (info: { phase: 'before_first_event' | 'mid_reply'; reason: string }) => void;
 }
 
 export interface Llm {

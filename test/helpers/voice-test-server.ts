@@ -3,7 +3,7 @@ import pino from 'pino';
 import { fixedPrompts } from '../../src/agent/agent-profile.js';
 import { PromptCache } from '../../src/agent/prompt-cache.js';
 import { loadConfig, type Config } from '../../src/config.js';
-import { closeEngines, loadLocalEngines } from '../../src/engines/local-engines.js';
+import { loadEngines, type LoadedEngines } from '../../src/engines/load-engines.js';
 import type { SharedEngines } from '../../src/engines/types.js';
 import { buildServer, type VoiceServer } from '../../src/server.js';
 
@@ -13,6 +13,7 @@ export interface RunningServer extends VoiceServer {
   url: string;
   config: Config;
   engines: SharedEngines;
+  loaded: LoadedEngines;
   close(): Promise<void>;
 }
 
@@ -26,9 +27,9 @@ export async function startVoiceServer(env: Record<string, string> = {}, engineO
     ...env,
   });
   const logger = pino({ level: config.logLevel });
-  const loaded = await loadLocalEngines(config, logger);
+  const loaded = await loadEngines(config, logger);
   const engines = { ...loaded.engines, ...engineOverrides };
-  const prompts = new PromptCache(engines.tts);
+  const prompts = new PromptCache(engines.tts, loaded.degraded.tts);
   for (const agent of loaded.agents.all()) await prompts.warm(fixedPrompts(agent.profile), agent.profile.voice);
   // The public URL must name the real port for signatures and TwiML: bind first, then build.
   const probe = await import('node:net').then(
@@ -48,6 +49,9 @@ export async function startVoiceServer(env: Record<string, string> = {}, engineO
     agents: loaded.agents,
     remoteLlm: loaded.remoteLlm,
     prompts,
+    degraded: loaded.degraded,
+    tritonReadiness: loaded.triton?.readiness,
+    describeEngines: loaded.describe,
     logger: { level: config.logLevel },
   });
   await server.app.listen({ port: probe, host: '127.0.0.1' });
@@ -56,9 +60,10 @@ export async function startVoiceServer(env: Record<string, string> = {}, engineO
     url,
     config: finalConfig,
     engines,
+    loaded,
     close: async () => {
       await server.app.close();
-      await closeEngines(engines);
+      await loaded.close();
     },
   };
 }

@@ -7,6 +7,7 @@ import { PlayoutScheduler } from '../../src/audio/playout-scheduler.js';
 import { loadResampler } from '../../src/audio/resampler.js';
 import type { AsrEvent, Engines, LlmRequest, Tts, TtsRequest, VadResult } from '../../src/engines/types.js';
 import type { CallEnding, CallTransport } from '../../src/telephony/transport.js';
+import type { HttpToolSpec } from '../../src/engines/local/agent-script.js';
 
 beforeAll(loadResampler);
 
@@ -66,7 +67,7 @@ function fakeTransport() {
   return { transport, sent, endings };
 }
 
-function build(options: { asrTexts: string[]; asrDelayMs?: number; llm?: Engines['llm']; maxCallSeconds?: number; goodbye?: string }) {
+function build(options: { asrTexts: string[]; asrDelayMs?: number; llm?: Engines['llm']; maxCallSeconds?: number; goodbye?: string; tools?: HttpToolSpec[] }) {
   const vad = scriptedVad();
   const { transport, sent, endings } = fakeTransport();
   const requests: LlmRequest[] = [];
@@ -84,7 +85,7 @@ function build(options: { asrTexts: string[]; asrDelayMs?: number; llm?: Engines
     callId: 'CA0123456789abcdef0123456789abcdef',
     transport,
     engines,
-    profile: { name: 'test', greeting: 'Hi.', apology: 'Sorry.', systemPrompt: 'Be brief.', ...(options.goodbye ? { goodbye: options.goodbye } : {}) },
+    profile: { name: 'test', greeting: 'Hi.', apology: 'Sorry.', systemPrompt: 'Be brief.', tools: options.tools ?? [], ...(options.goodbye ? { goodbye: options.goodbye } : {}) },
     prompts: new PromptCache(toneTts),
     scheduler: new PlayoutScheduler(),
     logger: pino({ level: 'silent' }),

@@ -17,11 +17,11 @@ import { Worker } from 'node:worker_threads';
 import { DropOldestAudioBuffer } from '../../audio/inbound-buffer.js';
 import type { Vad, VadResult, VadStream } from '../types.js';
 
-const SAMPLE_RATE = 8000;
-const CHUNK = 256;
+export const SAMPLE_RATE = 8000;
+export const CHUNK = 256;
 /** v5 expects the previous chunk's last 32 samples (at 8 kHz) in front of each chunk. */
-const CONTEXT = 32;
-const STATE_SIZE = 128;
+export const CONTEXT = 32;
+export const STATE_SIZE = 128;
 const MAX_BATCH = 256;
 /**
  * Chunks under -55 dBFS RMS are not speech on any phone line: digital silence, comfort noise and
@@ -50,25 +50,28 @@ export interface SileroVadOptions {
   onError?: (error: Error) => void;
 }
 
-export class SileroVad implements Vad {
-  readonly chunkSamples = CHUNK;
-  private readonly streams = new Set<SileroStream>();
-  private running = false;
-  private closed = false;
+/** Runs one batched Silero inference: `input` [size, 288], `state` [2, size, 128] → probabilities and next state. */
+export interface SileroInference {
+  readonly name: string;
+  run(size: number, input: Float32Array, state: Float32Array): Promise<InferenceReply>;
+  close(): Promise<void>;
+}
+
+export interface InferenceReply {
+  probabilities: Float32Array;
+  nextState: Float32Array;
+  inferenceMs: number;
+}
+
+/** The local backend: onnxruntime-node in one worker thread (see the file comment). */
+export class WorkerSileroInference implements SileroInference {
+  readonly name = 'onnxruntime-node';
   private nextRequest = 0;
   private workerGone: Error | undefined;
   private readonly pending = new Map<number, { resolve: (r: InferenceReply) => void; reject: (e: Error) => void }>();
-  /** Set when inference failed; `/ready` reports it. */
-  failure: Error | undefined;
-  /** Counters for the benchmark: inferences, chunks inferred, time in the model, chunks gated. */
-  readonly stats = { batches: 0, chunks: 0, inferenceMs: 0, gatedChunks: 0 };
 
-  private constructor(
-    private readonly worker: Worker,
-    private readonly maxBacklogSamples: number,
-    private readonly onError: (error: Error) => void,
-  ) {
-    worker.on('message', (message: InferenceReply) => {
+  private constructor(private readonly worker: Worker) {
+    worker.on('message', (message: WorkerReply) => {
       const request = this.pending.get(message.id);
       if (request === undefined) return;
       this.pending.delete(message.id);
@@ -79,9 +82,9 @@ export class SileroVad implements Vad {
     worker.on('exit', () => this.onWorkerGone(new Error('Silero VAD worker exited')));
   }
 
-  static async load(options: SileroVadOptions = {}): Promise<SileroVad> {
+  static async start(modelPath = sileroModelPath()): Promise<WorkerSileroInference> {
     const worker = new Worker(new URL('./silero-vad-worker.mjs', import.meta.url), {
-      workerData: { modelPath: options.modelPath ?? sileroModelPath(), sampleRate: SAMPLE_RATE, chunkWithContext: CONTEXT + CHUNK, stateSize: STATE_SIZE },
+      workerData: { modelPath, sampleRate: SAMPLE_RATE, chunkWithContext: CONTEXT + CHUNK, stateSize: STATE_SIZE },
     });
     const ready = await new Promise<{ missing: string[] }>((resolve, reject) => {
       worker.once('message', resolve);
@@ -92,8 +95,64 @@ export class SileroVad implements Vad {
       throw new Error(`Silero model lacks inputs ${ready.missing.join(', ')}: not a v5 model`);
     }
     worker.unref();
-    const onError = options.onError ?? ((error: Error) => process.stderr.write(`${error.message}\n`));
-    return new SileroVad(worker, Math.round(((options.maxBacklogMs ?? 2000) * SAMPLE_RATE) / 1000), onError);
+    return new WorkerSileroInference(worker);
+  }
+
+  run(size: number, input: Float32Array, state: Float32Array): Promise<InferenceReply> {
+    // A request posted to a dead thread would never be answered, and the batch loop would stall.
+    if (this.workerGone !== undefined) return Promise.reject(this.workerGone);
+    const id = this.nextRequest++;
+    return new Promise<InferenceReply>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, size, input, state }, [input.buffer as ArrayBuffer, state.buffer as ArrayBuffer]);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.worker.postMessage({ type: 'close' });
+    await this.worker.terminate();
+  }
+
+  /** The inference thread is gone for good: fail what waits on it and everything sent later. */
+  private onWorkerGone(error: Error): void {
+    this.workerGone ??= error;
+    for (const request of this.pending.values()) request.reject(error);
+    this.pending.clear();
+  }
+}
+
+interface WorkerReply extends InferenceReply {
+  id: number;
+  error?: string;
+}
+
+export class SileroVad implements Vad {
+  readonly chunkSamples = CHUNK;
+  private readonly streams = new Set<SileroStream>();
+  private running = false;
+  private closed = false;
+  /** Set when inference failed; `/ready` reports it. */
+  failure: Error | undefined;
+  /** Counters for the benchmark: inferences, chunks inferred, time in the model, chunks gated. */
+  readonly stats = { batches: 0, chunks: 0, inferenceMs: 0, gatedChunks: 0 };
+  private readonly maxBacklogSamples: number;
+  private readonly onError: (error: Error) => void;
+
+  constructor(
+    private readonly inference: SileroInference,
+    options: SileroVadOptions = {},
+  ) {
+    this.maxBacklogSamples = Math.round(((options.maxBacklogMs ?? 2000) * SAMPLE_RATE) / 1000);
+    this.onError = options.onError ?? ((error: Error) => process.stderr.write(`${error.message}\n`));
+  }
+
+  /** The embedded default: inference on this machine's CPU, in a worker thread. */
+  static async load(options: SileroVadOptions = {}): Promise<SileroVad> {
+    return new SileroVad(await WorkerSileroInference.start(options.modelPath), options);
+  }
+
+  get backend(): string {
+    return this.inference.name;
   }
 
   createStream(onResult: (result: VadResult) => void): VadStream {
@@ -120,15 +179,7 @@ export class SileroVad implements Vad {
     if (this.closed) return;
     this.closed = true;
     this.streams.clear();
-    this.worker.postMessage({ type: 'close' });
-    await this.worker.terminate();
-  }
-
-  /** The inference thread is gone for good: fail what waits on it and everything sent later. */
-  private onWorkerGone(error: Error): void {
-    this.workerGone ??= error;
-    for (const request of this.pending.values()) request.reject(error);
-    this.pending.clear();
+    await this.inference.close();
   }
 
   private async runBatches(): Promise<void> {
@@ -158,26 +209,12 @@ export class SileroVad implements Vad {
     const input = new Float32Array(size * (CONTEXT + CHUNK));
     const state = new Float32Array(2 * size * STATE_SIZE);
     for (let b = 0; b < size; b++) batch[b]!.fill(input, b * (CONTEXT + CHUNK), state, b, size);
-    // A request posted to a dead thread would never be answered, and the batch loop would stall.
-    if (this.workerGone !== undefined) throw this.workerGone;
-    const id = this.nextRequest++;
-    const reply = await new Promise<InferenceReply>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ id, size, input, state }, [input.buffer, state.buffer]);
-    });
+    const reply = await this.inference.run(size, input, state);
     this.stats.inferenceMs += reply.inferenceMs;
     this.stats.batches++;
     this.stats.chunks += size;
     for (let b = 0; b < size; b++) batch[b]!.accept(reply.probabilities[b] ?? 0, reply.nextState, b, size);
   }
-}
-
-interface InferenceReply {
-  id: number;
-  probabilities: Float32Array;
-  nextState: Float32Array;
-  inferenceMs: number;
-  error?: string;
 }
 
 class SileroStream implements VadStream {

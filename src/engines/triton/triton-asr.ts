@@ -1,0 +1,149 @@
+/**
+ * Streaming ASR on Triton (`parakeet_tdt`: Python backend, decoupled, sequence batching). Each
+ * caller utterance is one Triton sequence whose id is the call id (sent as `string_param`: Triton
+ * rejects uint64 here); its first request carries `sequence_start`, its last `sequence_end`. Audio
+ * goes up as it arrives, resampled 8 → 16 kHz with the Speex resampler, in 80 ms requests — short
+ * enough for partials within 200 ms of speech, long enough to keep the request rate modest.
+ * Responses: `transcript` BYTES [1] and `is_final` BOOL [1]; non-final ones are partials.
+ *
+ * One ModelStreamInfer stream per utterance, so cancelling the utterance (barge-in handled, hang-up)
+ * cancels exactly its work in Triton. A missing final — stream lost, model error, or no final within
+ * the deadline after the utterance ended — is an `error` event, never a hang.
+ */
+import { Resampler } from '../../audio/resampler.js';
+import type { Asr, AsrEvent, AsrStream } from '../types.js';
+import { TritonError, type InferStream, type TritonClient } from './client.js';
+import { fp32Tensor, inferRequest, param, readBool, readStrings, responseOutputs } from './tensors.js';
+
+export const PARAKEET_MODEL = 'parakeet_tdt';
+const ASR_RATE = 16_000;
+
+export interface TritonAsrOptions {
+  /** Audio per request, ms (the model contract allows 80–160). */
+  chunkMs?: number;
+  /** Longest wait for the final after the utterance ended. */
+  finalDeadlineMs?: number;
+  /** Told when a stream fails, so readiness is re-checked at once. */
+  onFailure?: (error: TritonError) => void;
+}
+
+export class TritonAsr implements Asr {
+  readonly name = 'triton:parakeet_tdt';
+  private readonly chunkSamples: number;
+  private readonly finalDeadlineMs: number;
+
+  constructor(
+    private readonly client: TritonClient,
+    private readonly options: TritonAsrOptions = {},
+  ) {
+    this.chunkSamples = Math.round(((options.chunkMs ?? 80) * ASR_RATE) / 1000);
+    this.finalDeadlineMs = options.finalDeadlineMs ?? 1500;
+  }
+
+  createStream(callId: string, onEvent: (event: AsrEvent) => void): AsrStream {
+    return new TritonAsrStream(this.client, callId, this.chunkSamples, this.finalDeadlineMs, onEvent, this.options.onFailure);
+  }
+
+  async close(): Promise<void> {
+    // The channel belongs to the shared TritonClient.
+  }
+}
+
+class TritonAsrStream implements AsrStream {
+  private readonly stream: InferStream;
+  private readonly resampler = new Resampler(8000, ASR_RATE);
+  private pending = new Float32Array(0);
+  private started = false;
+  private ended = false;
+  private done = false;
+  private lastPartial = '';
+  private finalTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    client: TritonClient,
+    private readonly callId: string,
+    private readonly chunkSamples: number,
+    private readonly finalDeadlineMs: number,
+    private readonly onEvent: (event: AsrEvent) => void,
+    private readonly onFailure: ((error: TritonError) => void) | undefined,
+  ) {
+    this.stream = client.openStream();
+  }
+
+  push(pcm8k: Int16Array): void {
+    if (this.ended || this.done) return;
+    const pcm16k = this.resampler.process(pcm8k);
+    const joined = new Float32Array(this.pending.length + pcm16k.length);
+    joined.set(this.pending);
+    for (let i = 0; i < pcm16k.length; i++) joined[this.pending.length + i] = pcm16k[i]! / 32768;
+    let offset = 0;
+    while (joined.length - offset >= this.chunkSamples) {
+      this.send(joined.subarray(offset, offset + this.chunkSamples), false);
+      offset += this.chunkSamples;
+    }
+    this.pending = joined.slice(offset);
+  }
+
+  end(): void {
+    if (this.ended || this.done) return;
+    this.ended = true;
+    // The last request carries what is left (possibly nothing) and closes the sequence.
+    this.send(this.pending, true);
+    this.pending = new Float32Array(0);
+    this.stream.end();
+    this.finalTimer = setTimeout(
+      () => this.fail(new TritonError(`${PARAKEET_MODEL}: no final transcript within ${this.finalDeadlineMs} ms`, 'deadline')),
+      this.finalDeadlineMs,
+    );
+    this.finalTimer.unref();
+  }
+
+  cancel(): void {
+    if (this.done) return;
+    this.finish();
+    this.stream.cancel();
+  }
+
+  private send(audio: Float32Array, last: boolean): void {
+    const parameters = {
+      sequence_id: param.string(this.callId),
+      ...(this.started ? {} : { sequence_start: param.bool(true) }),
+      ...(last ? { sequence_end: param.bool(true) } : {}),
+    };
+    this.started = true;
+    // Copy: the tensor's bytes must not change while grpc serializes them.
+    const request = inferRequest({ model: PARAKEET_MODEL, inputs: [fp32Tensor('audio_chunk', audio.slice())], parameters, outputs: ['transcript', 'is_final'] });
+    this.stream.send(request, {
+      onResponse: (response) => {
+        if (this.done || response.outputs.length === 0) return; // the empty final of a chunk
+        const outputs = responseOutputs(response);
+        const transcript = outputs.get('transcript');
+        const isFinal = outputs.get('is_final');
+        if (transcript === undefined || isFinal === undefined) throw new Error('response lacks transcript/is_final');
+        const text = (readStrings(transcript)[0] ?? '').trim();
+        if (readBool(isFinal)[0] === true) {
+          this.finish();
+          this.onEvent({ type: 'final', text });
+        } else if (text !== this.lastPartial) {
+          this.lastPartial = text;
+          this.onEvent({ type: 'partial', text });
+        }
+      },
+      onError: (error) => this.fail(error),
+    });
+  }
+
+  private fail(error: TritonError): void {
+    if (this.done) return;
+    this.finish();
+    this.stream.cancel();
+    this.onFailure?.(error);
+    this.onEvent({ type: 'error', error });
+  }
+
+  private finish(): void {
+    this.done = true;
+    clearTimeout(this.finalTimer);
+    this.resampler.destroy();
+  }
+}
