@@ -30,6 +30,7 @@ async function main(): Promise<void> {
     prompts,
     degraded: loaded.degraded,
     tritonReadiness: loaded.triton?.readiness,
+    summarizer: loaded.summarizer,
     describeEngines: loaded.describe,
     logger: { level: config.logLevel },
   });

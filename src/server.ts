@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { llmFor, type AgentDirectory, type AgentEntry } from './agent/agent-directory.js';
 import { CallSession } from './agent/call-session.js';
+import type { ConversationSummarizer } from './agent/context-budget.js';
 import type { PromptCache } from './agent/prompt-cache.js';
 import { SessionRegistry } from './agent/session-registry.js';
 import { PlayoutScheduler } from './audio/playout-scheduler.js';
@@ -28,6 +29,8 @@ export interface ServerDeps {
   degraded?: { asr: Asr; tts: Tts } | undefined;
   /** Readiness of the Triton models in use, for `/ready` and for routing new calls. */
   tritonReadiness?: TritonReadiness | undefined;
+  /** Summarizes older turns of long calls (the configured LLM); extractive summaries without one. */
+  summarizer?: ConversationSummarizer | undefined;
   /** Which engine serves each stage, for `/ready`. */
   describeEngines?: () => Record<string, string>;
   /** Defaults to a fresh scheduler; benchmarks pass one in to read its pacing figures. */
@@ -87,6 +90,9 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
         engines: enginesFor(agent),
         ...(deps.degraded === undefined ? {} : { degraded: deps.degraded }),
         startDegraded,
+        speculativeLlm: config.speculativeLlm,
+        contextBudgetTokens: config.contextBudgetTokens,
+        ...(deps.summarizer === undefined ? {} : { summarizer: deps.summarizer }),
         profile: agent.profile,
         prompts: deps.prompts,
         scheduler,

@@ -117,6 +117,8 @@ export class CallSession implements CallEventSink {
   private readonly speculativeLlm: boolean;
   private speculation: Speculation | undefined;
   private latestPartial = '';
+  /** The partial this turn last speculated on: a stale partial is not worth a second request. */
+  private speculatedText = '';
   private hasCarriedText = false;
   private readonly contextBudgetTokens: number;
   private readonly summarizer: ConversationSummarizer | undefined;
@@ -323,6 +325,7 @@ export class CallSession implements CallEventSink {
     let resolveFinal!: (text: string) => void;
     this.asrFinal = new Promise<string>((resolve) => (resolveFinal = resolve));
     this.latestPartial = '';
+    this.speculatedText = '';
     const turn = this.turn;
     const stream = this.engines.asr.createStream(this.callId, (event) => {
       if (event.type === 'final') resolveFinal(event.text);
@@ -663,11 +666,9 @@ export class CallSession implements CallEventSink {
     if (!this.speculativeLlm || this.degradedReason !== undefined || this.ended) return;
     if (this.asr === undefined || this.hasCarriedText || this.state.phase !== 'listening') return;
     const text = this.latestPartial.trim();
-    if (text === '') return;
-    if (this.speculation !== undefined) {
-      if (sameUtterance(this.speculation.userText, text)) return;
-      this.cancelSpeculation('newer partial');
-    }
+    if (text === '' || sameUtterance(text, this.speculatedText)) return;
+    this.cancelSpeculation('newer partial');
+    this.speculatedText = text;
     const messages: ChatMessage[] = [...this.contextMessages(), { role: 'user', content: text }];
     const startedAt = performance.now();
     this.speculation = new Speculation(

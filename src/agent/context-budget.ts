@@ -147,26 +147,24 @@ export function fitToBudget(messages: readonly ChatMessage[], options: FitOption
   for (let b = turns.length - 1; b >= 0; b--) suffix[b] = (suffix[b + 1] ?? 0) + (turns[b]?.tokens ?? 0);
 
   const build = (boundary: number, noteBudget: number): { note: ChatMessage | null; kind: FitResult['summaryKind'] } => {
-    const older = turns.slice(0, boundary);
     const boundaryIndex = turns[boundary]?.start ?? messages.length;
-    const uncovered = older.filter((turn) => turn.start >= covers || turn.start + turn.messages.length > covers);
     let text: string;
     let kind: FitResult['summaryKind'];
     if (summary !== '') {
       kind = 'provided';
-      const uncoveredMessages = uncovered.flatMap((turn) => turn.messages).filter((_, i, all) => i >= 0 && all.length > 0);
-      const missing = boundaryIndex > covers ? messagesFrom(uncoveredMessages, turns, covers) : [];
-      const extra = missing.length > 0 ? ' Later: ' + extractiveSummary(missing, Math.max(0, noteBudget - estimateTokens(summary) - 4)) : '';
-      text = `${SUMMARY_NOTE_PREFIX}: ${summary}${extra.trim() === 'Later:' ? '' : extra}`;
+      text = `${SUMMARY_NOTE_PREFIX}: ${summary}`;
+      // Messages that aged out after the summary was made: excerpts until the next summary covers them.
+      const missing = messages.slice(Math.max(covers, headEnd), boundaryIndex);
+      const later = extractiveSummary(missing, noteBudget - estimateTokens(text) - 4);
+      if (later !== '') text += ` Later: ${later}`;
     } else {
       kind = 'extractive';
-      const body = extractiveSummary(older.flatMap((turn) => turn.messages), noteBudget - 14);
-      text = body === '' ? '' : `${SUMMARY_NOTE_PREFIX} ${EXTRACTIVE_SUMMARY_MARKER}: ${body}`;
+      const prefix = `${SUMMARY_NOTE_PREFIX} ${EXTRACTIVE_SUMMARY_MARKER}: `;
+      const body = extractiveSummary(messages.slice(headEnd, boundaryIndex), noteBudget - estimateTokens(prefix) - 1);
+      if (body === '') return { note: null, kind: 'none' };
+      text = prefix + body;
     }
-    if (text === '') return { note: null, kind: 'none' };
-    text = truncateToTokens(text, noteBudget);
-    if (estimateTokens(text) < MIN_SUMMARY_TOKENS && noteBudget < MIN_SUMMARY_TOKENS) return { note: null, kind: 'none' };
-    return { note: { role: 'system', content: text }, kind };
+    return { note: { role: 'system', content: truncateToTokens(text, noteBudget) }, kind };
   };
 
   const result = (boundary: number, note: ChatMessage | null, kind: FitResult['summaryKind']): FitResult => {
@@ -224,63 +222,58 @@ function turnAt(turns: readonly Turn[], index: number): number {
   return found;
 }
 
-/** The messages of `turns` from input index `from` on, among `candidates`. */
-function messagesFrom(candidates: readonly ChatMessage[], turns: readonly Turn[], from: number): ChatMessage[] {
-  const wanted = new Set(candidates);
-  const out: ChatMessage[] = [];
-  for (const turn of turns) {
-    turn.messages.forEach((message, offset) => {
-      if (turn.start + offset >= from && wanted.has(message)) out.push(message);
-    });
-  }
-  return out;
-}
-
 // ── Extractive fallback ──────────────────────────────────────────────────────────────────────────
 const WORDS_PER_LINE = 24;
 
 /**
  * Excerpts of older messages within `maxTokens`: each caller and agent line shortened, tool calls as
- * `name {args}`. When they do not all fit, the first line (usually why the caller rang) and as many of
- * the latest lines as fit are kept, with "…" between.
+ * `name {args}` with their results. When they do not all fit, the agent's plain lines go first (the
+ * caller's lines and tool results carry the facts); then only the first caller line (usually why they
+ * called) and as many of the latest lines as fit are kept, with "…" between.
  */
 export function extractiveSummary(older: readonly ChatMessage[], maxTokens: number): string {
   if (maxTokens <= 0) return '';
-  const lines: string[] = [];
+  const lines: { text: string; agentText: boolean; caller: boolean }[] = [];
   for (const message of older) {
     switch (message.role) {
       case 'user':
-        if (message.content.trim() !== '') lines.push(`Caller: ${shortenWords(message.content, WORDS_PER_LINE)}`);
+        if (message.content.trim() !== '') lines.push({ text: `Caller: ${shortenWords(message.content, WORDS_PER_LINE)}`, agentText: false, caller: true });
         break;
       case 'assistant':
-        if (message.content.trim() !== '') lines.push(`Agent: ${shortenWords(message.content, WORDS_PER_LINE)}`);
+        if (message.content.trim() !== '') lines.push({ text: `Agent: ${shortenWords(message.content, WORDS_PER_LINE)}`, agentText: true, caller: false });
         for (const call of message.toolCalls ?? []) {
-          lines.push(`Agent used ${call.name} ${shortenChars(JSON.stringify(call.arguments), 120)}`);
+          lines.push({ text: `Agent used ${call.name} ${shortenChars(JSON.stringify(call.arguments), 120)}`, agentText: false, caller: false });
         }
         break;
       case 'tool':
-        if (message.content.trim() !== '') lines.push(`Result: ${shortenChars(oneLine(message.content), 160)}`);
+        if (message.content.trim() !== '') lines.push({ text: `Result: ${shortenChars(oneLine(message.content), 160)}`, agentText: false, caller: false });
         break;
       case 'system':
         break;
     }
   }
+  const join = (kept: readonly { text: string }[]): string => kept.map((line) => line.text).join(' | ');
   if (lines.length === 0) return '';
-  const joined = lines.join(' | ');
-  if (estimateTokens(joined) <= maxTokens) return joined;
+  if (estimateTokens(join(lines)) <= maxTokens) return join(lines);
+  const facts = lines.filter((line) => !line.agentText);
+  if (facts.length > 0 && estimateTokens(join(facts)) <= maxTokens) return join(facts);
 
-  const firstLine = lines[0] ?? '';
-  const tail: string[] = [];
-  let used = estimateTokens(firstLine) + 2;
-  for (let i = lines.length - 1; i >= 1; i--) {
-    const line = lines[i] ?? '';
-    const cost = estimateTokens(line) + 1;
+  const pool = facts.length > 0 ? facts : lines;
+  const firstIndex = Math.max(0, pool.findIndex((line) => line.caller));
+  const first = pool[firstIndex];
+  const tail: { text: string }[] = [];
+  let used = first === undefined ? 0 : estimateTokens(first.text) + 3;
+  for (let i = pool.length - 1; i > firstIndex; i--) {
+    const line = pool[i];
+    if (line === undefined) continue;
+    const cost = estimateTokens(line.text) + 1;
     if (used + cost > maxTokens) break;
     tail.unshift(line);
     used += cost;
   }
-  const kept = used <= maxTokens ? [firstLine, '…', ...tail] : ['…', ...tail];
-  return truncateToTokens(kept.join(' | '), maxTokens);
+  const gap = tail.length > 0 && pool.indexOf(tail[0] as (typeof pool)[number]) === firstIndex + 1 ? [] : [{ text: '…' }];
+  const kept = first !== undefined && used <= maxTokens ? [first, ...gap, ...tail] : [{ text: '…' }, ...tail];
+  return truncateToTokens(join(kept), maxTokens);
 }
 
 function oneLine(text: string): string {

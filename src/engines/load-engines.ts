@@ -10,6 +10,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { loadResampler } from '../audio/resampler.js';
 import { AgentDirectory } from '../agent/agent-directory.js';
+import type { ConversationSummarizer } from '../agent/context-budget.js';
+import { LlmSummarizer } from '../agent/llm-summarizer.js';
 import { FallbackLlm } from './fallback-llm.js';
 import { EspeakTts } from './local/espeak-tts.js';
 import { PocketsphinxAsr } from './local/pocketsphinx-asr.js';
@@ -31,6 +33,8 @@ export interface LoadedEngines {
   agents: AgentDirectory;
   /** The configured LLM (Triton or OpenAI-compatible), wrapped so the number's script answers when it fails. */
   remoteLlm: ((fallback: Llm) => Llm) | undefined;
+  /** Summarizes older turns with the configured LLM; undefined when only the script answers. */
+  summarizer: ConversationSummarizer | undefined;
   /** Per-model readiness of the Triton models in use; undefined when no stage runs on Triton. */
   triton: { client: TritonClient; readiness: TritonReadiness } | undefined;
   /** Which engine serves each stage, for logs and `/ready`. */
@@ -123,6 +127,7 @@ export async function loadEngines(config: Config, logger: Logger): Promise<Loade
     degraded: { asr: localAsr, tts: localTts },
     agents,
     remoteLlm,
+    summarizer: primaryLlm === undefined ? undefined : new LlmSummarizer(primaryLlm),
     triton,
     describe,
     close: async () => {

@@ -51,6 +51,7 @@ export async function startVoiceServer(env: Record<string, string> = {}, engineO
     prompts,
     degraded: loaded.degraded,
     tritonReadiness: loaded.triton?.readiness,
+    summarizer: loaded.summarizer,
     describeEngines: loaded.describe,
     logger: { level: config.logLevel },
   });

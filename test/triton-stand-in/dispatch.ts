@@ -15,8 +15,11 @@ export interface StandInState {
   readonly models: ReadonlyMap<string, StandInModel>;
   readonly faults: Faults;
   readonly observed: Observed;
-  /** True while stop()/restart() tears calls down: those aborts are not client cancels. */
-  stopping: boolean;
+  /**
+   * Calls in progress, so stop()/restart() can end them: `shutdown` aborts their work without
+   * recording a client cancel.
+   */
+  readonly active: Set<{ shutdown(): void }>;
 }
 
 export interface Prepared {

@@ -37,12 +37,16 @@ function scriptedAsr(texts: string[], delayMs = 0) {
   };
 }
 
+/** Every text segment any tone TTS was asked to speak, in order. */
+const spokenSegments: string[] = [];
+
 /** 100 ms of a tone per text segment, at 8 kHz. */
 const toneTts: Tts = {
   name: 'tone',
   async *synthesize(request: TtsRequest) {
     let segment = 0;
     for await (const text of request.text) {
+      spokenSegments.push(text);
       if (request.signal.aborted) return;
       const pcm = Int16Array.from({ length: 800 }, (_, i) => Math.round(3000 * Math.sin(i / 3)));
       yield { segment, text, pcm, sampleRate: 8000, segmentEnd: false };
@@ -67,7 +71,20 @@ function fakeTransport() {
   return { transport, sent, endings };
 }
 
-function build(options: { asrTexts: string[]; asrDelayMs?: number; llm?: Engines['llm']; maxCallSeconds?: number; goodbye?: string; tools?: HttpToolSpec[] }) {
+interface BuildOptions {
+  asrTexts: string[];
+  asrDelayMs?: number;
+  asr?: Engines['asr'];
+  llm?: Engines['llm'];
+  fallbackLlm?: Engines['llm'];
+  maxCallSeconds?: number;
+  goodbye?: string;
+  tools?: HttpToolSpec[];
+  degraded?: { asr: Engines['asr']; tts: Tts };
+  speculativeLlm?: boolean;
+}
+
+function build(options: BuildOptions) {
   const vad = scriptedVad();
   const { transport, sent, endings } = fakeTransport();
   const requests: LlmRequest[] = [];
@@ -80,13 +97,21 @@ function build(options: { asrTexts: string[]; asrDelayMs?: number; llm?: Engines
       if (last?.role === 'user' && last.content.includes('bye')) yield { type: 'tool_call', call: { id: 't1', name: 'end_call', arguments: {} } };
     },
   };
-  const engines: Engines = { vad: vad.vad, asr: scriptedAsr(options.asrTexts, options.asrDelayMs), llm: options.llm ?? echoLlm, fallbackLlm: echoLlm, tts: toneTts };
+  const engines: Engines = {
+    vad: vad.vad,
+    asr: options.asr ?? scriptedAsr(options.asrTexts, options.asrDelayMs),
+    llm: options.llm ?? echoLlm,
+    fallbackLlm: options.fallbackLlm ?? echoLlm,
+    tts: toneTts,
+  };
   const session = new CallSession({
     callId: 'CA0123456789abcdef0123456789abcdef',
     transport,
     engines,
     profile: { name: 'test', greeting: 'Hi.', apology: 'Sorry.', systemPrompt: 'Be brief.', tools: options.tools ?? [], ...(options.goodbye ? { goodbye: options.goodbye } : {}) },
     prompts: new PromptCache(toneTts),
+    ...(options.degraded === undefined ? {} : { degraded: options.degraded }),
+    ...(options.speculativeLlm === undefined ? {} : { speculativeLlm: options.speculativeLlm }),
     scheduler: new PlayoutScheduler(),
     logger: pino({ level: 'silent' }),
     timing: { endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, vadThreshold: 0.5, outboundFrameMs: 20, outboundLeadMs: 200, maxCallSeconds: options.maxCallSeconds ?? 60 },
@@ -181,5 +206,182 @@ describe('call session', () => {
     expect(endings).toEqual([{ kind: 'hang_up', reason: 'max_duration' }]);
     expect(session.endReason).toBe('max_duration');
     expect(session.conversation.at(-1)).toEqual({ role: 'assistant', content: 'Goodbye now.' });
+  });
+});
+
+/** An ASR whose events the test emits: `partial(text)` during the utterance; the final on end(). */
+function controlledAsr(finals: string[], options: { failOnEnd?: boolean } = {}) {
+  let current: ((e: AsrEvent) => void) | undefined;
+  const asr: Engines['asr'] = {
+    createStream: (_callId, onEvent) => {
+      current = onEvent;
+      return {
+        push() {},
+        end() {
+          if (options.failOnEnd) setTimeout(() => onEvent({ type: 'error', error: new Error('parakeet_tdt: stream lost') }), 5);
+          else setTimeout(() => onEvent({ type: 'final', text: finals.shift() ?? '' }), 5);
+        },
+        cancel() {},
+      };
+    },
+    close: async () => {},
+  };
+  return { asr, partial: (text: string) => current?.({ type: 'partial', text }) };
+}
+
+const scriptedLlm: Engines['llm'] = {
+  name: 'script',
+  async *generate() {
+    yield { type: 'text', delta: 'Scripted answer.' };
+    yield { type: 'done' };
+  },
+};
+
+describe('call session: tools, speculation, degradation', () => {
+  it('runs an HTTP tool, says the filler while it is slow, and answers with its result in the context', async () => {
+    const { createServer } = await import('node:http');
+    const bodies: string[] = [];
+    const http = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        bodies.push(body);
+        setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"shipped"}'), 1200);
+      });
+    });
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(http.address() as { port: number }).port}/orders`;
+    const tool: HttpToolSpec = {
+      name: 'lookup_order',
+      description: 'Order status',
+      parameters: { type: 'object', properties: { order: { type: 'string' } }, required: ['order'] },
+      url,
+      method: 'POST',
+      timeoutMs: 3000,
+      headers: {},
+      filler: 'Let me check that.',
+    };
+    const llm: Engines['llm'] = {
+      name: 'tool-user',
+      async *generate(request) {
+        const last = request.messages.at(-1);
+        if (last?.role === 'tool') {
+          yield { type: 'text', delta: `Your order is ${JSON.parse(last.content).status}.` };
+        } else {
+          expect(request.tools.map((t) => t.name)).toContain('lookup_order');
+          yield { type: 'text', delta: 'Checking order 42.' };
+          yield { type: 'tool_call', call: { id: 'c1', name: 'lookup_order', arguments: { order: '42' } } };
+        }
+        yield { type: 'done' };
+      },
+    };
+    spokenSegments.length = 0;
+    const { session, vad, sent, echoMarks } = build({ asrTexts: ['where is my order'], llm, tools: [tool] });
+    try {
+      vad.speak(10);
+      silence(vad);
+      await until(() => sent.some((s) => s.name?.endsWith(':end')), 5000);
+      echoMarks();
+      expect(JSON.parse(bodies[0]!)).toEqual({ order: '42' });
+      expect(spokenSegments).toEqual(['Checking order 42.', 'Let me check that.', 'Your order is shipped.']);
+      expect(session.conversation.slice(2)).toEqual([
+        { role: 'assistant', content: 'Checking order 42.', toolCalls: [{ id: 'c1', name: 'lookup_order', arguments: { order: '42' } }] },
+        { role: 'tool', toolCallId: 'c1', content: '{"status":"shipped"}' },
+        { role: 'assistant', content: 'Checking order 42. Let me check that. Your order is shipped.' },
+      ]);
+    } finally {
+      session.end('test');
+      http.close();
+    }
+  });
+
+  it('answers a stable partial speculatively during the pause and adopts it when the final matches', async () => {
+    const control = controlledAsr(['What are your hours?']);
+    const { session, vad, sent, requests, echoMarks } = build({ asrTexts: [], asr: control.asr, speculativeLlm: true });
+    const outcomes: string[] = [];
+    session.onEvent((e) => e.type === 'speculation' && outcomes.push(e.outcome));
+    vad.speak(10);
+    control.partial('what are your hours');
+    vad.speak(4, 0.02); // a pause: silence_gap
+    await until(() => requests.length === 1);
+    expect(requests[0]!.messages.at(-1)).toEqual({ role: 'user', content: 'what are your hours' });
+    silence(vad); // the turn ends; the final says the same words
+    await until(() => sent.some((s) => s.name?.endsWith(':end')));
+    echoMarks();
+    expect(outcomes).toEqual(['started', 'adopted']);
+    expect(requests).toHaveLength(1);
+    expect(session.turns[0]).toMatchObject({ speculative: true, userText: 'What are your hours?' });
+    expect(session.conversation.at(-1)).toEqual({ role: 'assistant', content: 'You said what are your hours.' });
+    session.end('test');
+  });
+
+  it('cancels the speculation when the caller goes on, and answers the whole turn afresh', async () => {
+    const control = controlledAsr(['I want to book a cleaning']);
+    const { session, vad, sent, requests, echoMarks } = build({ asrTexts: [], asr: control.asr, speculativeLlm: true });
+    vad.speak(10);
+    control.partial('I want');
+    vad.speak(4, 0.02);
+    await until(() => requests.length === 1);
+    vad.speak(8); // the caller goes on
+    expect(requests[0]!.signal.aborted).toBe(true);
+    silence(vad);
+    await until(() => sent.some((s) => s.name?.endsWith(':end')));
+    echoMarks();
+    expect(requests).toHaveLength(2);
+    expect(requests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'I want to book a cleaning' });
+    expect(session.conversation.at(-1)).toEqual({ role: 'assistant', content: 'You said I want to book a cleaning.' });
+    session.end('test');
+  });
+
+  it('apologizes when the recognizer fails and moves the call to the local engines and the script', async () => {
+    const failing = controlledAsr([], { failOnEnd: true });
+    const local = controlledAsr(['are you there']);
+    const { session, vad, sent, echoMarks } = build({ asrTexts: [], asr: failing.asr, fallbackLlm: scriptedLlm, degraded: { asr: local.asr, tts: toneTts } });
+    const degraded: string[] = [];
+    session.onEvent((e) => e.type === 'degraded' && degraded.push(e.stage));
+    vad.speak(10);
+    silence(vad);
+    await until(() => sent.some((s) => s.name?.endsWith(':end')));
+    echoMarks();
+    expect(degraded).toEqual(['asr']);
+    expect(session.conversation.at(-1)).toEqual({ role: 'assistant', content: 'Sorry.' });
+    // The next turn is heard by the local recognizer and answered by the script.
+    vad.speak(10);
+    silence(vad);
+    await until(() => sent.some((s) => s.name?.endsWith(':end')));
+    echoMarks();
+    expect(session.conversation.slice(-2)).toEqual([
+      { role: 'user', content: 'are you there' },
+      { role: 'assistant', content: 'Scripted answer.' },
+    ]);
+    session.end('test');
+  });
+
+  it('apologizes before the script answers when the LLM fails, and keeps the script for the rest of the call', async () => {
+    const { FallbackLlm } = await import('../../src/engines/fallback-llm.js');
+    let primaryCalls = 0;
+    const broken: Engines['llm'] = {
+      name: 'triton:qwen3',
+      // eslint-disable-next-line require-yield
+      async *generate() {
+        primaryCalls++;
+        throw new Error('qwen3: stream lost');
+      },
+    };
+    const llm = new FallbackLlm(broken, scriptedLlm, pino({ level: 'silent' }));
+    const { session, vad, sent, echoMarks } = build({ asrTexts: ['hello', 'and again'], llm, fallbackLlm: scriptedLlm });
+    vad.speak(10);
+    silence(vad);
+    await until(() => sent.some((s) => s.name?.endsWith(':end')));
+    echoMarks();
+    expect(session.conversation.at(-1)).toEqual({ role: 'assistant', content: 'Sorry. Scripted answer.' });
+    expect(session.degradation).toMatch(/^llm: /);
+    vad.speak(10);
+    silence(vad);
+    await until(() => sent.some((s) => s.name?.endsWith(':end')));
+    echoMarks();
+    expect(primaryCalls).toBe(1);
+    expect(session.conversation.at(-1)).toEqual({ role: 'assistant', content: 'Scripted answer.' });
+    session.end('test');
   });
 });

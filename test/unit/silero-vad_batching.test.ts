@@ -66,7 +66,7 @@ describe('Silero VAD (shared, batched)', () => {
   it('reports a dead inference thread as a failure instead of leaving calls waiting on it', async () => {
     const dying = await SileroVad.load({ onError: () => {} });
     const speech = await phoneSpeech(RECORDINGS.amiable);
-    await (dying as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+    await (dying as unknown as { inference: { worker: { terminate(): Promise<number> } } }).inference.worker.terminate();
     const results: number[] = [];
     const stream = dying.createStream((r) => results.push(r.probability));
     stream.push(speech.subarray(0, 8000));

@@ -180,7 +180,9 @@ type ParserState = 'text' | 'think' | 'tool' | 'done';
  * - Text is emitted as soon as it is known not to be part of a tag: only a possible partial tag at the
  *   end of a delta (`<tool_c`) is held back, plus trailing whitespace, which is released with the next
  *   visible text — so whitespace before a tool call, between blocks or at the end never becomes a
- *   lone `"\n\n"` text event. Leading whitespace of the reply and after a block is dropped.
+ *   lone `"\n\n"` text event. Leading whitespace of the reply is dropped; text after a block (tool
+ *   call, think block) that follows earlier text starts with a single separating space instead of
+ *   whatever whitespace surrounded the block.
  * - `<think>…</think>` blocks (and a stray `</think>`) are removed.
  * - `<|im_end|>`, `<|endoftext|>`, `<|im_start|>` end the reply: they and anything after are dropped.
  * - Each complete `<tool_call>{"name": …, "arguments": …}</tool_call>` becomes a `tool_call` event;
@@ -196,6 +198,8 @@ export class Qwen3StreamParser {
   private pendingSpace = '';
   /** Drop whitespace until visible text: at the start and after every block. */
   private atBoundary = true;
+  /** Some text has been emitted. */
+  private spokeText = false;
   private callCount = 0;
   private readonly idPrefix: string;
 
@@ -291,10 +295,13 @@ export class Qwen3StreamParser {
       if (!this.atBoundary) this.pendingSpace += trailing;
       return;
     }
-    const lead = this.atBoundary ? visible.replace(/^\s+/, '') : this.pendingSpace + visible;
+    // After a block, text that follows earlier text is set off by one space, so the two never run
+    // together ("check.Done"); at the very start nothing is added.
+    const lead = this.atBoundary ? (this.spokeText ? ' ' : '') + visible.replace(/^\s+/, '') : this.pendingSpace + visible;
     this.pendingSpace = trailing;
     this.atBoundary = false;
-    if (lead !== '') events.push({ type: 'text', delta: lead });
+    this.spokeText = true;
+    events.push({ type: 'text', delta: lead });
   }
 
   private finishToolCall(body: string, events: LlmEvent[], what: string): void {
