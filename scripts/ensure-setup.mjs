@@ -2,7 +2,8 @@
 // Runs before `npm start` and `npm test` (npm's pre-scripts), so that on a fresh Debian machine the
 // two README commands are all it takes: installs the npm dependencies when they are missing, the
 // Debian packages the local engines need (espeak-ng, pocketsphinx and its model, the build tools
-// for the recognizer worker; pocketsphinx-testdata for tests), and builds the recognizer worker.
+// for the recognizer worker; pocketsphinx-testdata, sox and the Triton suite's python3-numpy,
+// python3-protobuf and protobuf-compiler for tests), and builds the recognizer worker.
 // Every step is skipped when already done, so it costs ~50 ms on a set-up machine.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -23,12 +24,21 @@ const debianNeeds = [
     ? [
         { pkg: 'pocketsphinx-testdata', present: () => existsSync('/usr/share/pocketsphinx/test/data/librivox/transcription') },
         { pkg: 'sox', present: () => onPath('sox') },
+        // The Triton model repository's Python suite (triton/tests): Debian's python3 with numpy and
+        // protobuf, and protoc to compile model_config.proto.
+        { pkg: 'python3-numpy', present: () => pythonImports('numpy') },
+        { pkg: 'python3-protobuf', present: () => pythonImports('google.protobuf') },
+        { pkg: 'protobuf-compiler', present: () => onPath('protoc') },
       ]
     : []),
 ];
 
 function onPath(command) {
   return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
+}
+
+function pythonImports(module) {
+  return spawnSync('/usr/bin/python3', ['-c', `import ${module}`], { stdio: 'ignore' }).status === 0;
 }
 
 function run(command, args, options = {}) {

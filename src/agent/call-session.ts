@@ -634,7 +634,7 @@ export class CallSession implements CallEventSink {
   private contextMessages(): ChatMessage[] {
     const fitted = fitToBudget(this.conversation, {
       budgetTokens: this.contextBudgetTokens,
-      ...(this.summary === undefined ? {} : { summary: this.summary.text }),
+      ...(this.summary === undefined ? {} : { summary: this.summary.text, summaryCoversUpTo: this.summary.coversUpTo }),
     });
     this.maybeSummarize(fitted.summarizedUpTo);
     return fitted.messages;

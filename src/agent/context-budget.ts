@@ -272,7 +272,8 @@ export function extractiveSummary(older: readonly ChatMessage[], maxTokens: numb
     used += cost;
   }
   const gap = tail.length > 0 && pool.indexOf(tail[0] as (typeof pool)[number]) === firstIndex + 1 ? [] : [{ text: '…' }];
-  const kept = first !== undefined && used <= maxTokens ? [first, ...gap, ...tail] : [{ text: '…' }, ...tail];
+  if (first !== undefined && used > maxTokens) return truncateToTokens(first.text, maxTokens);
+  const kept = first !== undefined ? [first, ...gap, ...tail] : tail;
   return truncateToTokens(join(kept), maxTokens);
 }
 

@@ -31,6 +31,7 @@ export interface TritonLlmOptions {
 
 export class TritonLlm implements Llm {
   readonly name = 'triton:qwen3';
+  private requests = 0;
 
   constructor(
     private readonly client: TritonClient,
@@ -50,7 +51,8 @@ export class TritonLlm implements Llm {
       stop: QWEN3_STOP,
     };
     const events = new AsyncQueue<LlmEvent>();
-    const parser = new Qwen3StreamParser();
+    // Tool-call ids stay unique across the requests of a call (tool rounds, later turns).
+    const parser = new Qwen3StreamParser({ idPrefix: `call_${++this.requests}_` });
     const stream = this.client.openStream();
     const firstTokenMs = this.options.firstTokenTimeoutMs ?? 2000;
     const idleMs = this.options.idleTimeoutMs ?? firstTokenMs;
