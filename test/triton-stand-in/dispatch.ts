@@ -16,10 +16,10 @@ export interface StandInState {
   readonly faults: Faults;
   readonly observed: Observed;
   /**
-   * Calls in progress, so stop()/restart() can end them: `shutdown` aborts their work without
-   * recording a client cancel.
+   * Calls in progress, so stop()/restart() can end them: `shutdown` ends the call with UNAVAILABLE
+   * and aborts its work without recording a client cancel.
    */
-  readonly active: Set<{ shutdown(): void }>;
+  readonly active: Set<{ shutdown(details: string): void }>;
 }
 
 export interface Prepared {

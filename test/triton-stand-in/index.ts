@@ -23,7 +23,7 @@ export interface TritonStandInOptions {
   /** 0 (default) picks a free port. */
   port?: number;
   host?: string;
-  /** How `parakeet_tdt` transcribes (default 'pocketsphinx', whose workers start in the background). */
+  /** How `parakeet_tdt` transcribes (default 'pocketsphinx': start waits for its 2 workers, ~3 s). */
   recognizer?: RecognizerOption;
   llm?: LlmOptions;
   tts?: TtsOptions;
@@ -49,8 +49,14 @@ export interface TritonStandIn {
 export async function startTritonStandIn(options: TritonStandInOptions = {}): Promise<TritonStandIn> {
   const host = options.host ?? '127.0.0.1';
   const names = options.models ?? ALL_MODELS;
+  const loaded = await Promise.allSettled(names.map((name) => createModel(name, options)));
+  const failed = loaded.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed !== undefined) {
+    await Promise.all(loaded.map((r) => (r.status === 'fulfilled' ? r.value.close?.() : undefined)));
+    throw failed.reason;
+  }
   const models = new Map<string, StandInModel>();
-  for (const name of names) models.set(name, await createModel(name, options));
+  for (const result of loaded) if (result.status === 'fulfilled') models.set(result.value.spec.name, result.value);
   const events = new EventEmitter<StandInEvents>();
   const state: StandInState = { models, faults: {}, observed: new Observed(events), active: new Set() };
   const server = new StandInServer(state, host);
@@ -88,7 +94,7 @@ async function createModel(name: StandInModelName, options: TritonStandInOptions
     case 'silero_vad':
       return SileroVadModel.load();
     case 'parakeet_tdt':
-      return new ParakeetModel(options.recognizer);
+      return ParakeetModel.load(options.recognizer);
     case 'qwen3':
       return new Qwen3Model(options.llm);
     case 'tts':

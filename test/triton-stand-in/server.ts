@@ -7,6 +7,7 @@ import { StreamSession } from './stream.js';
 import { healthHandlers, unaryHandlers } from './unary.js';
 
 const MESSAGE_LIMIT = 64 * 1024 * 1024;
+const SHUTDOWN_DETAILS = 'Triton stand-in stopped: connection dropped';
 
 export class StandInServer {
   private server: grpc.Server | undefined;
@@ -51,14 +52,18 @@ export class StandInServer {
     return this.boundPort;
   }
 
-  /** Drops every connection at once, as a crashed or restarted Triton does. */
+  /**
+   * Ends every call in flight with UNAVAILABLE (what a client sees when Triton goes away; grpc-js's
+   * own forceShutdown would show CANCELLED), then drops the connections and the listener.
+   */
   async stop(): Promise<void> {
     const server = this.server;
     if (server === undefined) return;
     this.server = undefined;
-    for (const call of [...this.state.active]) call.shutdown();
+    for (const call of [...this.state.active]) call.shutdown(SHUTDOWN_DETAILS);
+    // Let the statuses go out before the connections are torn down.
+    await sleep(20);
     server.forceShutdown();
-    // Let the listener close before a restart binds the port again.
     await sleep(10);
   }
 }

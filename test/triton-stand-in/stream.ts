@@ -50,11 +50,9 @@ export class StreamSession {
     call.on('error', () => {}); // a failed write after a client reset; 'cancelled' does the cleanup
   }
 
-  /** Server stop: aborts everything in flight without recording client cancels. */
-  shutdown(): void {
-    this.closed = true;
-    this.abortAll();
-    this.state.active.delete(this);
+  /** Server stop: the stream ends with UNAVAILABLE, its work is aborted, and no client cancel is recorded. */
+  shutdown(details: string): void {
+    this.end({ code: grpc.status.UNAVAILABLE, details });
   }
 
   private abortAll(): void {

@@ -103,15 +103,16 @@ async function modelInfer(
     callback({ code, details });
   };
   const active = {
-    shutdown: () => {
-      answered = true;
+    shutdown: (details: string) => {
+      fail(grpc.status.UNAVAILABLE, details);
       controller.abort();
     },
   };
   state.active.add(active);
   call.on('cancelled', () => {
     if (!answered) state.observed.recordCancel('ModelInfer', observed);
-    active.shutdown();
+    answered = true;
+    controller.abort();
   });
   try {
     const model = findModel(state, request.model_name);

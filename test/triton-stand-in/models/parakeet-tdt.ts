@@ -12,7 +12,7 @@ import type { ModelInferRequest } from '../../../src/engines/triton/protocol.js'
 import { ModelError, RequestError, type InferContext, type ModelSpec, type ResponseSink, type SequenceControl, type StandInModel } from '../model.js';
 import type { ObservedInputs } from '../observed.js';
 import { parameterValue } from '../request.js';
-import { PocketsphinxPool, PocketsphinxTranscriber, ScriptedTranscriber, type Transcriber } from './transcribers.js';
+import { PocketsphinxPool, ScriptedTranscriber, type Transcriber } from './transcribers.js';
 
 export type RecognizerOption =
   | 'pocketsphinx'
@@ -44,7 +44,7 @@ export const PARAKEET_SPEC: ModelSpec = {
 };
 
 interface Sequence {
-  transcriber: Promise<Transcriber>;
+  transcriber: Transcriber;
   lastPartial: string;
   /** Chunks of one sequence run in order, as the sequence batcher runs them. */
   queue: Promise<void>;
@@ -56,11 +56,16 @@ export class ParakeetModel implements StandInModel {
   private readonly sequences = new Map<string, Sequence>();
   private readonly utterances = new Map<string, number>();
   private serverUtterances = 0;
-  private readonly pool: PocketsphinxPool | undefined;
 
-  constructor(private readonly recognizer: RecognizerOption = 'pocketsphinx') {
-    if (recognizer === 'pocketsphinx') this.pool = new PocketsphinxPool(2);
-    else if ('pocketsphinx' in recognizer) this.pool = new PocketsphinxPool(recognizer.pocketsphinx.workers ?? 2);
+  private constructor(
+    private readonly recognizer: RecognizerOption,
+    private readonly pool: PocketsphinxPool | undefined,
+  ) {}
+
+  static async load(recognizer: RecognizerOption = 'pocketsphinx'): Promise<ParakeetModel> {
+    if (recognizer !== 'pocketsphinx' && 'scripted' in recognizer) return new ParakeetModel(recognizer, undefined);
+    const workers = recognizer === 'pocketsphinx' ? 2 : (recognizer.pocketsphinx.workers ?? 2);
+    return new ParakeetModel(recognizer, await PocketsphinxPool.start(workers));
   }
 
   observe(inputs: ReadonlyMap<string, { shape: number[] }>, request: ModelInferRequest): ObservedInputs {
@@ -80,7 +85,6 @@ export class ParakeetModel implements StandInModel {
     if (control.start) {
       if (sequence !== undefined) this.drop(control.key, sequence);
       sequence = { transcriber: this.newTranscriber(control), lastPartial: '', queue: Promise.resolve(), idle: undefined };
-      sequence.transcriber.catch(() => {});
       this.sequences.set(control.key, sequence);
     } else if (sequence === undefined) {
       return Promise.reject(
@@ -98,12 +102,7 @@ export class ParakeetModel implements StandInModel {
   }
 
   private async chunk(sequence: Sequence, audio: Float32Array, control: SequenceControl, context: InferContext, sink: ResponseSink): Promise<void> {
-    let transcriber: Transcriber;
-    try {
-      transcriber = await sequence.transcriber;
-    } catch (error) {
-      throw new ModelError(`recognizer unavailable: ${error instanceof Error ? error.message : String(error)}`);
-    }
+    const transcriber = sequence.transcriber;
     if (context.signal.aborted) return;
     transcriber.push(audio);
     if (!control.end) {
@@ -133,15 +132,13 @@ export class ParakeetModel implements StandInModel {
     }
   }
 
-  private newTranscriber(control: SequenceControl): Promise<Transcriber> {
+  private newTranscriber(control: SequenceControl): Transcriber {
     const recognizer = this.recognizer;
-    if (recognizer !== 'pocketsphinx' && 'scripted' in recognizer) {
-      const count = this.utterances.get(control.key) ?? 0;
-      this.utterances.set(control.key, count + 1);
-      const index = recognizer.per === 'server' ? this.serverUtterances++ : count;
-      return Promise.resolve(new ScriptedTranscriber(recognizer.scripted[index] ?? '', recognizer.msPerWord ?? 300));
-    }
-    return this.pool!.asr().then((asr) => new PocketsphinxTranscriber(asr, control.key));
+    if (this.pool !== undefined || recognizer === 'pocketsphinx' || !('scripted' in recognizer)) return this.pool!.transcriber(control.key);
+    const count = this.utterances.get(control.key) ?? 0;
+    this.utterances.set(control.key, count + 1);
+    const index = recognizer.per === 'server' ? this.serverUtterances++ : count;
+    return new ScriptedTranscriber(recognizer.scripted[index] ?? '', recognizer.msPerWord ?? 300);
   }
 
   /** max_sequence_idle_microseconds: an abandoned sequence frees its recognizer. */
@@ -156,7 +153,7 @@ export class ParakeetModel implements StandInModel {
   private drop(key: string, sequence: Sequence): void {
     clearTimeout(sequence.idle);
     if (this.sequences.get(key) === sequence) this.sequences.delete(key);
-    void sequence.transcriber.then((t) => t.cancel(), () => {});
+    sequence.transcriber.cancel();
   }
 
   reset(): void {

@@ -85,21 +85,20 @@ export class PocketsphinxTranscriber implements Transcriber {
   }
 }
 
-/** The worker pool, started once in the background and shared by every sequence. */
+/** The worker pool shared by every sequence. */
 export class PocketsphinxPool {
-  private readonly started: Promise<PocketsphinxAsr>;
+  private constructor(private readonly asr: PocketsphinxAsr) {}
 
-  constructor(workers: number) {
-    this.started = PocketsphinxAsr.start({ workers, inputSampleRate: SAMPLE_RATE });
-    this.started.catch(() => {}); // reported to the first utterance that needs it
+  /** Resolves once every worker has loaded the model (Triton serves only loaded models). */
+  static async start(workers: number): Promise<PocketsphinxPool> {
+    return new PocketsphinxPool(await PocketsphinxAsr.start({ workers, inputSampleRate: SAMPLE_RATE }));
   }
 
-  asr(): Promise<PocketsphinxAsr> {
-    return this.started;
+  transcriber(callId: string): Transcriber {
+    return new PocketsphinxTranscriber(this.asr, callId);
   }
 
-  async close(): Promise<void> {
-    const asr = await this.started.catch(() => undefined);
-    await asr?.close();
+  close(): Promise<void> {
+    return this.asr.close();
   }
 }
