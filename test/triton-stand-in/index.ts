@@ -25,6 +25,8 @@ export interface TritonStandInOptions {
   host?: string;
   /** How `parakeet_tdt` transcribes (default 'pocketsphinx': start waits for its 2 workers, ~3 s). */
   recognizer?: RecognizerOption;
+  /** `parakeet_tdt`'s max_sequence_idle (default 60 s, as the model repository's config). */
+  sequenceIdleMs?: number;
   llm?: LlmOptions;
   tts?: TtsOptions;
   /** The models to serve (default all four); others are unknown models. */
@@ -94,7 +96,7 @@ async function createModel(name: StandInModelName, options: TritonStandInOptions
     case 'silero_vad':
       return SileroVadModel.load();
     case 'parakeet_tdt':
-      return ParakeetModel.load(options.recognizer);
+      return ParakeetModel.load(options.recognizer, options.sequenceIdleMs);
     case 'qwen3':
       return new Qwen3Model(options.llm);
     case 'tts':
@@ -109,6 +111,6 @@ async function createModel(name: StandInModelName, options: TritonStandInOptions
 export type { Faults, ModelFaults } from './faults.js';
 export type { LlmOptions, LlmReply, LlmRule } from './models/qwen3.js';
 export { lastUserMessage, tokenPieces } from './models/qwen3.js';
-export type { RecognizerOption } from './models/parakeet-tdt.js';
+export type { RecognizerOption, ScriptedRecognizer } from './models/parakeet-tdt.js';
 export type { TtsOptions } from './models/tts.js';
 export type { Observed, ObservedCancel, ObservedInputs, ObservedRequest, StandInEvents } from './observed.js';

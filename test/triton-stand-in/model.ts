@@ -13,6 +13,8 @@ export interface TensorSpec {
   datatype: Datatype;
   /** Config dims; -1 is a variable dimension (max_batch_size is 0 for every model here). */
   dims: readonly number[];
+  /** Config `reshape`: what the model sees instead of dims ([] = a scalar). */
+  reshape?: readonly number[];
   optional?: boolean;
 }
 
@@ -23,10 +25,14 @@ export interface ModelSpec {
   /** ModelConfig `backend`. */
   backend: string;
   decoupled: boolean;
+  instanceKind: 'KIND_GPU' | 'KIND_CPU' | 'KIND_MODEL';
   inputs: readonly TensorSpec[];
   outputs: readonly TensorSpec[];
-  /** Present for models under the sequence batcher: requests need a correlation id. */
-  sequenceBatching?: { maxSequenceIdleMicroseconds: number };
+  /**
+   * Present for models under the sequence batcher (requests need a correlation id): the
+   * `sequence_batching` block of its ModelConfig.
+   */
+  sequenceBatching?: { max_sequence_idle_microseconds: number; [field: string]: unknown };
 }
 
 export type SequenceId = number | string;

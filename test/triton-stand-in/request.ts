@@ -99,8 +99,8 @@ function dimsString(dims: readonly number[]): string {
 }
 
 function shapeMatches(spec: TensorSpec, shape: readonly number[]): boolean {
-  // A [1] input also takes a scalar [] (what a config `reshape: { shape: [] }` allows).
-  if (shape.length === 0 && spec.dims.length === 1 && spec.dims[0] === 1) return true;
+  // Leniency: a [1] input reshaped to a scalar also takes the scalar itself.
+  if (shape.length === 0 && spec.reshape?.length === 0 && spec.dims.length === 1 && spec.dims[0] === 1) return true;
   return shape.length === spec.dims.length && spec.dims.every((d, i) => d === -1 || d === shape[i]);
 }
 

@@ -49,13 +49,17 @@ export function modelConfig(spec: ModelSpec): object {
     backend: spec.backend,
     max_batch_size: 0,
     version_policy: { latest: { num_versions: 1 } },
-    input: spec.inputs.map((t) => ({ name: t.name, data_type: typeName(t.datatype), dims: [...t.dims], optional: t.optional === true })),
+    input: spec.inputs.map((t) => ({
+      name: t.name,
+      data_type: typeName(t.datatype),
+      dims: [...t.dims],
+      optional: t.optional === true,
+      ...(t.reshape !== undefined ? { reshape: { shape: [...t.reshape] } } : {}),
+    })),
     output: spec.outputs.map((t) => ({ name: t.name, data_type: typeName(t.datatype), dims: [...t.dims] })),
-    instance_group: [{ name: `${spec.name}_0`, kind: spec.backend === 'vllm' ? 'KIND_MODEL' : 'KIND_CPU', count: 1 }],
+    instance_group: [{ name: spec.name, kind: spec.instanceKind, count: 1 }],
     model_transaction_policy: { decoupled: spec.decoupled },
-    ...(spec.sequenceBatching !== undefined
-      ? { sequence_batching: { max_sequence_idle_microseconds: spec.sequenceBatching.maxSequenceIdleMicroseconds, direct: {} } }
-      : {}),
+    ...(spec.sequenceBatching !== undefined ? { sequence_batching: spec.sequenceBatching } : {}),
   };
 }
 

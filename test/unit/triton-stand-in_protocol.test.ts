@@ -209,7 +209,7 @@ describe('health and metadata', () => {
     expect(qwen.outputs).toEqual([{ name: 'text_output', datatype: 'BYTES', shape: [-1] }]);
     const vad = await client.unary<ModelMetadataResponse>('ModelMetadata', { name: 'silero_vad', version: '' });
     expect(vad.inputs.map((i) => [i.name, i.datatype, i.shape])).toEqual([
-      ['input', 'FP32', [-1, 288]],
+      ['input', 'FP32', [-1, -1]],
       ['state', 'FP32', [2, -1, 128]],
       ['sr', 'INT64', [1]],
     ]);
@@ -223,12 +223,13 @@ describe('health and metadata', () => {
     expect(asr).toMatchObject({ name: 'parakeet_tdt', backend: 'python', max_batch_size: 0, model_transaction_policy: { decoupled: true } });
     expect(asr.input).toEqual([expect.objectContaining({ name: 'audio_chunk', data_type: 'TYPE_FP32', dims: [-1] })]);
     expect(asr.output.map((o) => [o.name, o.data_type])).toEqual([['transcript', 'TYPE_STRING'], ['is_final', 'TYPE_BOOL']]);
-    expect(asr['sequence_batching']).toMatchObject({ max_sequence_idle_microseconds: expect.any(Number) });
+    expect(asr['sequence_batching']).toMatchObject({ max_sequence_idle_microseconds: 60_000_000, oldest: { max_candidate_sequences: 1024 } });
     const { config: llm } = await client.unary<{ config: ModelConfig }>('ModelConfig', { name: 'qwen3', version: '' });
     expect(llm).toMatchObject({ backend: 'vllm', model_transaction_policy: { decoupled: true } });
     expect(llm.input.find((i) => i.name === 'sampling_parameters')).toMatchObject({ data_type: 'TYPE_STRING', optional: true });
     const { config: vad } = await client.unary<{ config: ModelConfig }>('ModelConfig', { name: 'silero_vad', version: '' });
     expect(vad).toMatchObject({ backend: 'onnxruntime', model_transaction_policy: { decoupled: false } });
+    expect(vad.input.find((i) => i.name === 'sr')).toMatchObject({ dims: [1], reshape: { shape: [] } });
   });
 });
 
@@ -275,9 +276,9 @@ describe('silero_vad', () => {
   });
 
   it('refuses a wrong shape or a missing input with a message naming the tensor', async () => {
-    const badShape = inferRequest({ model: 'silero_vad', id: 'bad', inputs: [fp32Tensor('input', new Float32Array(300), [1, 300]), fp32Tensor('state', new Float32Array(256), [2, 1, 128]), int64Tensor('sr', [8000])] });
+    const badShape = inferRequest({ model: 'silero_vad', id: 'bad', inputs: [fp32Tensor('input', new Float32Array(288)), fp32Tensor('state', new Float32Array(256), [2, 1, 128]), int64Tensor('sr', [8000])] });
     await expect(client.unary('ModelInfer', badShape)).rejects.toSatisfy((e: unknown) => {
-      expectCode(e, grpc.status.INVALID_ARGUMENT, "unexpected shape for input 'input' for model 'silero_vad'. Expected [-1,288], got [1,300]");
+      expectCode(e, grpc.status.INVALID_ARGUMENT, "[request id: bad] unexpected shape for input 'input' for model 'silero_vad'. Expected [-1,-1], got [288]");
       return true;
     });
     const missing = inferRequest({ model: 'silero_vad', inputs: [fp32Tensor('input', new Float32Array(288), [1, 288]), fp32Tensor('state', new Float32Array(256), [2, 1, 128])] });
@@ -509,6 +510,23 @@ describe('errors and faults', () => {
     expect(cut.of('f3')).toHaveLength(2);
     delete standIn.faults.qwen3;
     expect(standIn.observed.cancelledIds()).not.toContain('f3');
+  });
+
+  it('records a ModelInfer call the client cancelled while the model was delayed', async () => {
+    standIn.faults.silero_vad = { delayMs: 5000 };
+    const definition = tritonProtocol().inferenceService.ModelInfer!;
+    const request = inferRequest({ model: 'silero_vad', id: 'vad-cancel', inputs: [fp32Tensor('input', new Float32Array(288), [1, 288]), fp32Tensor('state', new Float32Array(256), [2, 1, 128]), int64Tensor('sr', [8000])] });
+    const call = client.client.makeUnaryRequest(
+      definition.path,
+      definition.requestSerialize as (value: ModelInferRequest) => Buffer,
+      definition.responseDeserialize as (bytes: Buffer) => ModelInferResponse,
+      request,
+      () => {},
+    );
+    await vi.waitFor(() => expect(standIn.observed.forModel('silero_vad').map((r) => r.id)).toContain('vad-cancel'));
+    call.cancel();
+    await vi.waitFor(() => expect(standIn.observed.cancelled).toContainEqual(expect.objectContaining({ rpc: 'ModelInfer', model: 'silero_vad', id: 'vad-cancel', responses: 0 })));
+    delete standIn.faults.silero_vad;
   });
 
   it('ends the stream with a gRPC status instead when the client asked with triton_grpc_error', async () => {

@@ -5,7 +5,8 @@
  * with one response holding the full transcript, is_final=true, marked final.
  *
  * Sequences outlive streams, as in Triton: a sequence is dropped at its end, when a new START reuses
- * its id, or after `max_sequence_idle_microseconds` without a request.
+ * its id, or after `max_sequence_idle_microseconds` without a request (`sequenceIdleMs`; while it
+ * lives, a pocketsphinx sequence holds one of the workers).
  */
 import { boolTensor, bytesTensor, readFp32 } from '../../../src/engines/triton/tensors.js';
 import type { ModelInferRequest } from '../../../src/engines/triton/protocol.js';
@@ -14,34 +15,48 @@ import type { ObservedInputs } from '../observed.js';
 import { parameterValue } from '../request.js';
 import { PocketsphinxPool, ScriptedTranscriber, type Transcriber } from './transcribers.js';
 
-export type RecognizerOption =
-  | 'pocketsphinx'
-  | { pocketsphinx: { workers?: number } }
-  | {
-      /**
-       * The n-th utterance gets the n-th transcript ('' once the list is used up). Counted per
-       * sequence id by default (the n-th START of that id), or across the whole stand-in.
-       */
-      scripted: readonly string[];
-      per?: 'sequence' | 'server';
-      /** Partials reveal one more word per this much audio (default 300 ms). */
-      msPerWord?: number;
-    };
+export interface ScriptedRecognizer {
+  /**
+   * The n-th utterance gets the n-th transcript ('' once the list is used up). Counted per sequence
+   * id by default (the n-th START of that id), or across the whole stand-in.
+   */
+  scripted: readonly string[];
+  per?: 'sequence' | 'server';
+  /** Partials reveal one more word per this much audio (default 300 ms). */
+  msPerWord?: number;
+}
 
-const IDLE_MICROSECONDS = 5_000_000;
+/** Real recognition ('pocketsphinx': 2 worker processes) or a script. */
+export type RecognizerOption = 'pocketsphinx' | { pocketsphinx: { workers?: number } } | ScriptedRecognizer;
 
-export const PARAKEET_SPEC: ModelSpec = {
-  name: 'parakeet_tdt',
-  platform: 'python',
-  backend: 'python',
-  decoupled: true,
-  inputs: [{ name: 'audio_chunk', datatype: 'FP32', dims: [-1] }],
-  outputs: [
-    { name: 'transcript', datatype: 'BYTES', dims: [1] },
-    { name: 'is_final', datatype: 'BOOL', dims: [1] },
-  ],
-  sequenceBatching: { maxSequenceIdleMicroseconds: IDLE_MICROSECONDS },
-};
+/** triton/parakeet_tdt/config.pbtxt's max_sequence_idle_microseconds. */
+export const DEFAULT_SEQUENCE_IDLE_MS = 60_000;
+
+/** As triton/parakeet_tdt/config.pbtxt. */
+export function parakeetSpec(idleMs: number): ModelSpec {
+  const control = (name: string, kind: string, extra: object) => ({ name, control: [{ kind, ...extra }] });
+  return {
+    name: 'parakeet_tdt',
+    platform: 'python',
+    backend: 'python',
+    decoupled: true,
+    instanceKind: 'KIND_GPU',
+    inputs: [{ name: 'audio_chunk', datatype: 'FP32', dims: [-1] }],
+    outputs: [
+      { name: 'transcript', datatype: 'BYTES', dims: [1] },
+      { name: 'is_final', datatype: 'BOOL', dims: [1] },
+    ],
+    sequenceBatching: {
+      max_sequence_idle_microseconds: idleMs * 1000,
+      oldest: { max_candidate_sequences: 1024, max_queue_delay_microseconds: 0 },
+      control_input: [
+        control('START', 'CONTROL_SEQUENCE_START', { int32_false_true: [0, 1] }),
+        control('END', 'CONTROL_SEQUENCE_END', { int32_false_true: [0, 1] }),
+        control('CORRID', 'CONTROL_SEQUENCE_CORRID', { data_type: 'TYPE_STRING' }),
+      ],
+    },
+  };
+}
 
 interface Sequence {
   transcriber: Transcriber;
@@ -52,20 +67,23 @@ interface Sequence {
 }
 
 export class ParakeetModel implements StandInModel {
-  readonly spec = PARAKEET_SPEC;
+  readonly spec: ModelSpec;
   private readonly sequences = new Map<string, Sequence>();
   private readonly utterances = new Map<string, number>();
   private serverUtterances = 0;
 
   private constructor(
-    private readonly recognizer: RecognizerOption,
-    private readonly pool: PocketsphinxPool | undefined,
-  ) {}
+    private readonly source: { script: ScriptedRecognizer } | { pool: PocketsphinxPool },
+    private readonly idleMs: number,
+  ) {
+    this.spec = parakeetSpec(idleMs);
+  }
 
-  static async load(recognizer: RecognizerOption = 'pocketsphinx'): Promise<ParakeetModel> {
-    if (recognizer !== 'pocketsphinx' && 'scripted' in recognizer) return new ParakeetModel(recognizer, undefined);
+  /** `idleMs`: a sequence without a request this long is dropped (and its recognizer freed). */
+  static async load(recognizer: RecognizerOption = 'pocketsphinx', idleMs = DEFAULT_SEQUENCE_IDLE_MS): Promise<ParakeetModel> {
+    if (recognizer !== 'pocketsphinx' && 'scripted' in recognizer) return new ParakeetModel({ script: recognizer }, idleMs);
     const workers = recognizer === 'pocketsphinx' ? 2 : (recognizer.pocketsphinx.workers ?? 2);
-    return new ParakeetModel(recognizer, await PocketsphinxPool.start(workers));
+    return new ParakeetModel({ pool: await PocketsphinxPool.start(workers) }, idleMs);
   }
 
   observe(inputs: ReadonlyMap<string, { shape: number[] }>, request: ModelInferRequest): ObservedInputs {
@@ -92,8 +110,12 @@ export class ParakeetModel implements StandInModel {
       );
     }
     const active = sequence;
-    this.touch(control.key, active);
-    if (control.end) this.sequences.delete(control.key);
+    if (control.end) {
+      clearTimeout(active.idle);
+      this.sequences.delete(control.key);
+    } else {
+      this.touch(control.key, active);
+    }
     // Copied now: the request buffer is a view into the gRPC message.
     const audio = Float32Array.from(readFp32(context.inputs.get('audio_chunk')!));
     const run = active.queue.then(() => this.chunk(active, audio, control, context, sink));
@@ -114,7 +136,6 @@ export class ParakeetModel implements StandInModel {
       sink.complete();
       return;
     }
-    clearTimeout(sequence.idle);
     // A cancelled recognizer never answers, so the abort itself ends the wait.
     const aborted = new Promise<never>((_resolve, reject) => {
       context.signal.addEventListener('abort', () => {
@@ -133,12 +154,12 @@ export class ParakeetModel implements StandInModel {
   }
 
   private newTranscriber(control: SequenceControl): Transcriber {
-    const recognizer = this.recognizer;
-    if (this.pool !== undefined || recognizer === 'pocketsphinx' || !('scripted' in recognizer)) return this.pool!.transcriber(control.key);
+    if ('pool' in this.source) return this.source.pool.transcriber(control.key);
+    const script = this.source.script;
     const count = this.utterances.get(control.key) ?? 0;
     this.utterances.set(control.key, count + 1);
-    const index = recognizer.per === 'server' ? this.serverUtterances++ : count;
-    return new ScriptedTranscriber(recognizer.scripted[index] ?? '', recognizer.msPerWord ?? 300);
+    const index = script.per === 'server' ? this.serverUtterances++ : count;
+    return new ScriptedTranscriber(script.scripted[index] ?? '', script.msPerWord ?? 300);
   }
 
   /** max_sequence_idle_microseconds: an abandoned sequence frees its recognizer. */
@@ -146,7 +167,7 @@ export class ParakeetModel implements StandInModel {
     clearTimeout(sequence.idle);
     sequence.idle = setTimeout(() => {
       if (this.sequences.get(key) === sequence) this.drop(key, sequence);
-    }, IDLE_MICROSECONDS / 1000);
+    }, this.idleMs);
     sequence.idle.unref();
   }
 
@@ -162,7 +183,7 @@ export class ParakeetModel implements StandInModel {
 
   async close(): Promise<void> {
     this.reset();
-    await this.pool?.close();
+    if ('pool' in this.source) await this.source.pool.close();
   }
 }
 

@@ -39,6 +39,7 @@ export const QWEN3_SPEC: ModelSpec = {
   platform: 'vllm',
   backend: 'vllm',
   decoupled: true,
+  instanceKind: 'KIND_MODEL',
   // The inputs the vLLM backend's auto-complete adds; all but text_input are optional.
   inputs: [
     { name: 'text_input', datatype: 'BYTES', dims: [1] },
@@ -125,11 +126,12 @@ export class Qwen3Model implements StandInModel {
     // The backend's rule: prepend the prompt unless told not to, or when streaming without the input.
     const prependInput = exclude !== undefined ? !exclude : !stream;
     if (prependInput && stream) throw generationError('When streaming, `exclude_input_in_output` = False is not allowed.');
-    const maxTokens = this.maxTokens(context);
+    const sampling = this.samplingParameters(context);
+    const maxTokens = Number(sampling['max_tokens']);
 
-    let pieces = tokenPieces(await this.reply(prompt));
-    const truncated = maxTokens !== undefined && pieces.length > maxTokens;
-    if (truncated) pieces = pieces.slice(0, maxTokens);
+    let pieces = tokenPieces(applyStop(await this.reply(prompt), sampling['stop']));
+    const truncated = Number.isFinite(maxTokens) && maxTokens > 0 && pieces.length > maxTokens;
+    if (truncated) pieces = pieces.slice(0, Math.floor(maxTokens));
     const interval = 1000 / (this.options.tokensPerSecond ?? 100);
     const signal = context.signal;
 
@@ -148,8 +150,8 @@ export class Qwen3Model implements StandInModel {
     }
   }
 
-  /** `max_tokens` from the sampling_parameters JSON (strings allowed, as vLLM's backend casts them). */
-  private maxTokens(context: InferContext): number | undefined {
+  /** The sampling_parameters JSON, or else the request parameters (as the vLLM backend reads them). */
+  private samplingParameters(context: InferContext): Record<string, unknown> {
     const tensor = context.inputs.get('sampling_parameters');
     const json = tensor !== undefined ? readStrings(tensor)[0] : undefined;
     let parameters: Record<string, unknown> = { ...context.parameters };
@@ -162,9 +164,15 @@ export class Qwen3Model implements StandInModel {
         throw generationError(`invalid sampling_parameters: ${error instanceof Error ? error.message : String(error)}`);
       }
     }
-    const value = Number(parameters['max_tokens']);
-    return Number.isFinite(value) && value > 0 ? Math.floor(value) : undefined;
+    return parameters;
   }
+}
+
+/** vLLM's `stop`: generation ends before the first stop string, which is not part of the output. */
+function applyStop(reply: string, stop: unknown): string {
+  const strings = typeof stop === 'string' ? [stop] : Array.isArray(stop) ? stop.filter((s): s is string => typeof s === 'string' && s !== '') : [];
+  const cut = Math.min(...strings.map((s) => reply.indexOf(s)).filter((i) => i >= 0));
+  return Number.isFinite(cut) ? reply.slice(0, cut) : reply;
 }
 
 /** The vLLM backend reports every failure as a final response with this wording. */

@@ -9,8 +9,6 @@ import { fp32Tensor, readFp32, readInt64 } from '../../../src/engines/triton/ten
 import { ModelError, type InferContext, type ModelSpec, type ResponseSink, type StandInModel } from '../model.js';
 import type { ObservedInputs } from '../observed.js';
 
-/** 32 samples of context + 256 new samples at 8 kHz. */
-export const VAD_INPUT_SAMPLES = 288;
 const STATE = 128;
 
 export const SILERO_SPEC: ModelSpec = {
@@ -18,10 +16,12 @@ export const SILERO_SPEC: ModelSpec = {
   platform: 'onnxruntime_onnx',
   backend: 'onnxruntime',
   decoupled: false,
+  instanceKind: 'KIND_GPU',
+  // As triton/silero_vad/config.pbtxt: [batch, 288] input, whose dims the config leaves open.
   inputs: [
-    { name: 'input', datatype: 'FP32', dims: [-1, VAD_INPUT_SAMPLES] },
+    { name: 'input', datatype: 'FP32', dims: [-1, -1] },
     { name: 'state', datatype: 'FP32', dims: [2, -1, STATE] },
-    { name: 'sr', datatype: 'INT64', dims: [1] },
+    { name: 'sr', datatype: 'INT64', dims: [1], reshape: [] },
   ],
   outputs: [
     { name: 'output', datatype: 'FP32', dims: [-1, 1] },
@@ -48,7 +48,7 @@ export class SileroVadModel implements StandInModel {
   async execute(context: InferContext, sink: ResponseSink): Promise<void> {
     const input = context.inputs.get('input')!;
     const state = context.inputs.get('state')!;
-    const batch = input.shape[0]!;
+    const [batch, samples] = input.shape as [number, number];
     if (state.shape[1] !== batch) {
       throw new ModelError(`'state' holds ${state.shape[1]} streams but 'input' has a batch of ${batch}`);
     }
@@ -58,7 +58,7 @@ export class SileroVadModel implements StandInModel {
     const stateIn = Float32Array.from(readFp32(state));
     const run = this.queue.then(() =>
       this.session.run({
-        input: new ort.Tensor('float32', audio, [batch, VAD_INPUT_SAMPLES]),
+        input: new ort.Tensor('float32', audio, [batch, samples]),
         state: new ort.Tensor('float32', stateIn, [2, batch, STATE]),
         sr: new ort.Tensor('int64', BigInt64Array.from([sampleRate]), []),
       }),

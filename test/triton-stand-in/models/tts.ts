@@ -24,6 +24,7 @@ export const TTS_SPEC: ModelSpec = {
   platform: 'python',
   backend: 'python',
   decoupled: true,
+  instanceKind: 'KIND_GPU',
   inputs: [
     { name: 'text', datatype: 'BYTES', dims: [1] },
     { name: 'voice', datatype: 'BYTES', dims: [1], optional: true },
