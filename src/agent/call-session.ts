@@ -740,7 +740,7 @@ export class CallSession implements CallEventSink {
         turn.firstFrameSentAt = performance.now();
         this.emit({ type: 'first_frame', atMs: turn.firstFrameSentAt, utteranceId: utterance.id });
         this.logger.info(
-          { event: 'reply_first_frame', turn: turn.index, latency: waterfall(turn) },
+          { event: 'reply_first_frame', turn: turn.index, latency: waterfall(turn), ...(turn.speculative ? { speculative: true } : {}) },
           'reply audio on the wire',
         );
       }
@@ -847,6 +847,7 @@ export function waterfall(turn: TurnRecord): Record<string, number> {
   const stages: Array<[string, number | undefined]> = [
     ['speechEnd', turn.speechEndAt],
     ['asrFinal', turn.asrFinalAt],
+    ['llmRequest', turn.llmRequestAt],
     ['llmFirstToken', turn.llmFirstTokenAt],
     ['firstSegmentToTts', turn.firstSegmentToTtsAt],
     ['ttsFirstAudio', turn.ttsFirstAudioAt],
