@@ -3,7 +3,7 @@ import pino from 'pino';
 import { fixedPrompts } from './agent/agent-profile.js';
 import { PromptCache } from './agent/prompt-cache.js';
 import { ConfigError, loadConfig } from './config.js';
-import { loadEngines } from './engines/load-engines.js';
+import { loadEngines, serverEngineDeps } from './engines/load-engines.js';
 import { buildServer } from './server.js';
 
 async function main(): Promise<void> {
@@ -19,21 +19,10 @@ async function main(): Promise<void> {
   }
   const logger = pino({ level: config.logLevel });
   const loaded = await loadEngines(config, logger);
-  const { engines, agents, remoteLlm } = loaded;
+  const { engines, agents } = loaded;
   const prompts = new PromptCache(engines.tts, loaded.degraded.tts);
   for (const agent of agents.all()) await prompts.warm(fixedPrompts(agent.profile), agent.profile.voice);
-  const server = await buildServer({
-    config,
-    engines,
-    agents,
-    remoteLlm,
-    prompts,
-    degraded: loaded.degraded,
-    tritonReadiness: loaded.triton?.readiness,
-    summarizer: loaded.summarizer,
-    describeEngines: loaded.describe,
-    logger: { level: config.logLevel },
-  });
+  const server = await buildServer({ config, engines, prompts, ...serverEngineDeps(loaded), logger: { level: config.logLevel } });
   await server.app.listen({ port: config.port, host: config.host });
   server.app.log.info({ publicUrl: config.publicUrl, agent: agents.fallback.profile.name, numbers: agents.numbers }, 'voice agent server ready');
 

@@ -24,6 +24,7 @@ import { QWEN3_MODEL, TritonLlm } from './triton/triton-llm.js';
 import { TTS_MODEL, TritonTts } from './triton/triton-tts.js';
 import { FailoverSileroInference, SILERO_MODEL, TritonSileroInference } from './triton/triton-vad.js';
 import type { Asr, Llm, SharedEngines, Tts } from './types.js';
+import type { ServerDeps } from '../server.js';
 
 export interface LoadedEngines {
   /** The engines every call starts on. */
@@ -135,5 +136,17 @@ export async function loadEngines(config: Config, logger: Logger): Promise<Loade
       await Promise.allSettled([vad.close(), localAsr.close()]);
       triton?.client.close();
     },
+  };
+}
+
+/** What `buildServer` needs from the loaded engines (besides the shared engines and the prompts). */
+export function serverEngineDeps(loaded: LoadedEngines): Pick<ServerDeps, 'agents' | 'remoteLlm' | 'degraded' | 'tritonReadiness' | 'summarizer' | 'describeEngines'> {
+  return {
+    agents: loaded.agents,
+    remoteLlm: loaded.remoteLlm,
+    degraded: loaded.degraded,
+    tritonReadiness: loaded.triton?.readiness,
+    summarizer: loaded.summarizer,
+    describeEngines: loaded.describe,
   };
 }

@@ -4,6 +4,7 @@ import twilio from 'twilio';
 import type { CallSession, SessionEvent } from '../../src/agent/call-session.js';
 import { placeCall, type CallResult, type ReceivedMessage } from '../../src/softphone/twilio-caller.js';
 import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
+import { placeTestCall } from '../helpers/place-test-call.js';
 import { startVoiceServer, TEST_AUTH_TOKEN, type RunningServer } from '../helpers/voice-test-server.js';
 
 let server: RunningServer;
@@ -15,29 +16,7 @@ beforeAll(async () => {
 });
 afterAll(async () => server?.close());
 
-/** Places a call and returns the result with the server-side session and its events. */
-async function call(options: Omit<Parameters<typeof placeCall>[0], 'url' | 'authToken'>) {
-  const events: SessionEvent[] = [];
-  let session: CallSession | undefined;
-  const unsubscribe = server.sessions.onStarted((s) => {
-    session = s;
-    s.onEvent((e) => events.push(e));
-  });
-  const ended = new Promise<CallSession>((resolve) => {
-    const off = server.sessions.onEnded((s) => {
-      off();
-      resolve(s);
-    });
-  });
-  try {
-    const result = await placeCall({ url: server.url, authToken: TEST_AUTH_TOKEN, ...options });
-    const endedSession = await ended;
-    expect(endedSession).toBe(session);
-    return { result, session: endedSession, events };
-  } finally {
-    unsubscribe();
-  }
-}
+const call = (options: Parameters<typeof placeTestCall>[1]) => placeTestCall(server, options);
 
 const media = (result: CallResult): ReceivedMessage[] => result.messages.filter((m) => m.event === 'media');
 const markName = (m: ReceivedMessage): string | undefined => (m.data as { mark?: { name?: string } }).mark?.name;

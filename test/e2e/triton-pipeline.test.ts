@@ -1,9 +1,10 @@
 // Guards the GPU pipeline end to end: a Twilio-exact caller playing real speech, the real server with
 // every stage on Triton, and a protocol-true Triton stand-in (KServe v2 gRPC) behind it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CallSession, SessionEvent } from '../../src/agent/call-session.js';
+import type { CallSession } from '../../src/agent/call-session.js';
 import { placeCall } from '../../src/softphone/twilio-caller.js';
 import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
+import { placeTestCall } from '../helpers/place-test-call.js';
 import { startVoiceServer, TEST_AUTH_TOKEN, type RunningServer } from '../helpers/voice-test-server.js';
 import { startTritonStandIn, type TritonStandIn } from '../triton-stand-in/index.js';
 import { lastUserMessage } from '../triton-stand-in/models/qwen3.js';
@@ -57,28 +58,7 @@ afterAll(async () => {
   await standIn?.stop();
 });
 
-async function call(options: Omit<Parameters<typeof placeCall>[0], 'url' | 'authToken'>) {
-  const events: SessionEvent[] = [];
-  let session: CallSession | undefined;
-  const unsubscribe = server.sessions.onStarted((s) => {
-    session = s;
-    s.onEvent((e) => events.push(e));
-  });
-  const ended = new Promise<CallSession>((resolve) => {
-    const off = server.sessions.onEnded((s) => {
-      off();
-      resolve(s);
-    });
-  });
-  try {
-    const result = await placeCall({ url: server.url, authToken: TEST_AUTH_TOKEN, ...options });
-    const endedSession = await ended;
-    expect(endedSession).toBe(session);
-    return { result, session: endedSession, events };
-  } finally {
-    unsubscribe();
-  }
-}
+const call = (options: Parameters<typeof placeTestCall>[1]) => placeTestCall(server, options);
 
 describe('a call on the Triton pipeline (stand-in)', () => {
   it('reports every Triton model ready', async () => {

@@ -3,7 +3,7 @@ import pino from 'pino';
 import { fixedPrompts } from '../../src/agent/agent-profile.js';
 import { PromptCache } from '../../src/agent/prompt-cache.js';
 import { loadConfig, type Config } from '../../src/config.js';
-import { loadEngines, type LoadedEngines } from '../../src/engines/load-engines.js';
+import { loadEngines, serverEngineDeps, type LoadedEngines } from '../../src/engines/load-engines.js';
 import type { SharedEngines } from '../../src/engines/types.js';
 import { buildServer, type VoiceServer } from '../../src/server.js';
 
@@ -43,18 +43,7 @@ export async function startVoiceServer(env: Record<string, string> = {}, engineO
   );
   const url = `http://127.0.0.1:${probe}`;
   const finalConfig = { ...config, port: probe, publicUrl: url };
-  const server = await buildServer({
-    config: finalConfig,
-    engines,
-    agents: loaded.agents,
-    remoteLlm: loaded.remoteLlm,
-    prompts,
-    degraded: loaded.degraded,
-    tritonReadiness: loaded.triton?.readiness,
-    summarizer: loaded.summarizer,
-    describeEngines: loaded.describe,
-    logger: { level: config.logLevel },
-  });
+  const server = await buildServer({ config: finalConfig, engines, prompts, ...serverEngineDeps(loaded), logger: { level: config.logLevel } });
   await server.app.listen({ port: probe, host: '127.0.0.1' });
   return {
     ...server,
