@@ -21,7 +21,12 @@ async function main(): Promise<void> {
   const loaded = await loadEngines(config, logger);
   const { engines, agents } = loaded;
   const prompts = new PromptCache(engines.tts, loaded.degraded.tts);
-  for (const agent of agents.all()) await prompts.warm(fixedPrompts(agent.profile), agent.profile.voice);
+  const warmPrompts = async (): Promise<void> => {
+    for (const agent of agents.all()) await prompts.warm(fixedPrompts(agent.profile), agent.profile.voice);
+  };
+  await warmPrompts();
+  // Prompts rendered by the local TTS while Triton was down are rendered again in Triton's voice.
+  loaded.triton?.readiness.onAllReady(() => void warmPrompts().catch(() => undefined));
   const server = await buildServer({ config, engines, prompts, ...serverEngineDeps(loaded), logger: { level: config.logLevel } });
   await server.app.listen({ port: config.port, host: config.host });
   server.app.log.info({ publicUrl: config.publicUrl, agent: agents.fallback.profile.name, numbers: agents.numbers }, 'voice agent server ready');

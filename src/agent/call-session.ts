@@ -136,6 +136,8 @@ export class CallSession implements CallEventSink {
   private readonly preRoll: Int16Array[] = [];
   private preRollSamples = 0;
   private asr: AsrStream | undefined;
+  /** Ended utterances still waiting for their final: cancelled if the call ends first. */
+  private readonly finishingAsr = new Set<AsrStream>();
   private asrFinal: Promise<string> | undefined;
   /** Caller words of turns whose reply was dropped because the caller went on (joined to the next turn). */
   private carriedText: Promise<string> = Promise.resolve('');
@@ -195,7 +197,7 @@ export class CallSession implements CallEventSink {
    * and the scripted agent. Returns false when the call was already degraded.
    */
   private degrade(stage: string, reason: string): boolean {
-    if (this.degradedReason !== undefined) return false;
+    if (this.degradedReason !== undefined || this.ended) return false;
     this.degradedReason = `${stage}: ${reason}`;
     this.engines = {
       ...this.engines,
@@ -359,6 +361,8 @@ export class CallSession implements CallEventSink {
       return;
     }
     stream.end();
+    this.finishingAsr.add(stream);
+    void final.finally(() => this.finishingAsr.delete(stream));
     const seq = ++this.userTurnSeq;
     const text = Promise.all([this.carriedText, final]).then(([carried, own]) => {
       turn.asrFinalAt = performance.now();
@@ -408,8 +412,14 @@ export class CallSession implements CallEventSink {
     utterance.cancel();
     this.utterances.delete(utterance.id);
     this.queue.clear();
-    // Take the caller's words back out of the conversation: they continue in the next turn.
-    if (this.conversation.at(-1)?.role === 'user') {
+    if (utterance.toolMessages.length > 0) {
+      // A tool already ran for these words (its effects happened): the turn stays as it was, with
+      // the calls and results, so the model does not call it again; the caller's next words stand alone.
+      this.conversation.push(...utterance.toolMessages);
+      this.carriedText = Promise.resolve('');
+      this.hasCarriedText = false;
+    } else if (this.conversation.at(-1)?.role === 'user') {
+      // Take the caller's words back out of the conversation: they continue in the next turn.
       this.conversation.pop();
       this.turns.pop();
     }
@@ -470,7 +480,7 @@ export class CallSession implements CallEventSink {
   /** A fixed line, from the prompt cache when it is there (synthesized on the fly if not). */
   private speakFixed(text: string, kind: UtteranceKind): AgentUtterance {
     const utterance = this.newUtterance(kind);
-    const cached = this.prompts.get(text, this.transport.encoding, this.profile.voice) ?? this.prompts.get(text, this.transport.encoding);
+    const cached = this.prompts.get(text, this.transport.encoding, this.profile.voice);
     const enqueue = (frames: Uint8Array): void => {
       if (!utterance.isActive || this.ended) return;
       this.queue.enqueueMark(utterance.markName('start'));
@@ -483,7 +493,7 @@ export class CallSession implements CallEventSink {
     };
     if (cached !== undefined) enqueue(cached);
     else {
-      void this.prompts.synthesize(text, this.transport.encoding, this.voice).then(enqueue, (error: Error) => {
+      void this.prompts.synthesize(text, this.transport.encoding, this.profile.voice).then(enqueue, (error: Error) => {
         this.logger.error({ event: 'tts_error', err: error.message }, 'could not synthesize a fixed prompt');
         this.finishUtterance(utterance);
       });
@@ -516,7 +526,10 @@ export class CallSession implements CallEventSink {
   private async runReply(utterance: AgentUtterance, turn: TurnRecord): Promise<void> {
     const signal = utterance.signal;
     const segments = new AsyncQueue<string>();
-    const llmDone = this.generateReply(utterance, turn, segments).catch((error: Error) => segments.fail(error));
+    const llmDone = this.generateReply(utterance, turn, segments)
+      .catch((error: Error) => segments.fail(error))
+      // Whatever happened (an abort mid-tool included), the TTS side must not wait for more text.
+      .finally(() => segments.end());
 
     const encoder = new SpeechEncoder(this.transport.encoding);
     let segmentMs = 0;
@@ -598,12 +611,11 @@ export class CallSession implements CallEventSink {
       for (const segment of chunker.flush()) pushSegment(segment);
       const results = await this.runHttpTools(httpCalls, signal, pushSegment);
       if (signal.aborted) return;
-      const exchange: ChatMessage[] = [
-        { role: 'assistant', content: roundText, toolCalls: httpCalls },
-        ...httpCalls.map((call, i): ChatMessage => ({ role: 'tool', toolCallId: call.id, content: results[i]!.content })),
-      ];
-      messages.push(...exchange);
-      utterance.toolMessages.push(...exchange);
+      const toolResults = httpCalls.map((call, i): ChatMessage => ({ role: 'tool', toolCallId: call.id, content: results[i]!.content }));
+      messages.push({ role: 'assistant', content: roundText, toolCalls: httpCalls }, ...toolResults);
+      // In the call's conversation the spoken words live in the reply's one assistant message (what
+      // was heard); the exchange only records the calls and their results.
+      utterance.toolMessages.push({ role: 'assistant', content: '', toolCalls: httpCalls }, ...toolResults);
     }
     for (const segment of chunker.flush()) pushSegment(segment);
     segments.end();
@@ -646,9 +658,11 @@ export class CallSession implements CallEventSink {
     if (this.summary !== undefined && this.summary.coversUpTo >= upTo) return;
     const controller = new AbortController();
     this.summarizing = controller;
-    const older = this.conversation.slice(0, upTo);
+    // Only what the current summary does not cover yet, folded into it: the request stays small.
+    const from = this.summary?.coversUpTo ?? 0;
+    const older = this.conversation.slice(from, upTo).filter((m) => m.role !== 'system');
     void this.summarizer
-      .summarize(older, controller.signal)
+      .summarize(older, controller.signal, this.summary?.text)
       .then(
         (text) => {
           if (text.trim() !== '' && !this.ended) this.summary = { text: text.trim(), coversUpTo: upTo };
@@ -679,7 +693,11 @@ export class CallSession implements CallEventSink {
           messages,
           tools: this.llmTools,
           signal,
-          onFallback: (info) => this.logger.warn({ event: 'speculation_llm_failed', reason: info.reason }, 'speculative request fell back'),
+          onFallback: (info) => {
+            // Not the answer to adopt: the turn's own request meets the failure and handles it.
+            this.logger.warn({ event: 'speculation_llm_failed', reason: info.reason }, 'speculative request failed; dropped');
+            queueMicrotask(() => this.cancelSpeculation('LLM failed'));
+          },
         }),
       startedAt,
     );
@@ -826,6 +844,8 @@ export class CallSession implements CallEventSink {
     this.summarizing?.abort();
     this.asr?.cancel();
     this.asr = undefined;
+    for (const stream of this.finishingAsr) stream.cancel();
+    this.finishingAsr.clear();
     this.scheduler.remove(this.sink);
     this.queue.clear();
     this.utterances.clear();

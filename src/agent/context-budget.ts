@@ -309,7 +309,8 @@ export function truncateToTokens(text: string, maxTokens: number): string {
 
 // ── LLM summary (run by the caller, off the hot path) ────────────────────────────────────────────
 export interface ConversationSummarizer {
-  summarize(messages: readonly ChatMessage[], signal: AbortSignal): Promise<string>;
+  /** `previousSummary` covers what came before `messages`; the answer must fold it in. */
+  summarize(messages: readonly ChatMessage[], signal: AbortSignal, previousSummary?: string): Promise<string>;
 }
 
 const SUMMARY_INSTRUCTIONS =

@@ -11,10 +11,10 @@ export class LlmSummarizer implements ConversationSummarizer {
     private readonly timeoutMs = 10_000,
   ) {}
 
-  async summarize(messages: readonly ChatMessage[], signal: AbortSignal): Promise<string> {
+  async summarize(messages: readonly ChatMessage[], signal: AbortSignal, previousSummary?: string): Promise<string> {
     const combined = AbortSignal.any([signal, AbortSignal.timeout(this.timeoutMs)]);
     let text = '';
-    for await (const event of this.llm.generate({ callId: 'summary', messages: summaryRequestMessages(messages), tools: [], signal: combined })) {
+    for await (const event of this.llm.generate({ callId: 'summary', messages: summaryRequestMessages(messages, previousSummary), tools: [], signal: combined })) {
       if (event.type === 'text') text += event.delta;
     }
     if (combined.aborted) throw new Error('summary timed out or was cancelled');

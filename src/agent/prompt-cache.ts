@@ -10,6 +10,8 @@ import { SpeechEncoder } from './speech-encoder.js';
 
 export class PromptCache {
   private readonly cache = new Map<string, Uint8Array>();
+  /** Renders by the fallback TTS, kept apart so a later warm() can still render them in the primary voice. */
+  private readonly fallbackCache = new Map<string, Uint8Array>();
 
   /** `fallback` speaks the prompts when `tts` cannot (e.g. Triton down at start-up). */
   constructor(
@@ -22,21 +24,26 @@ export class PromptCache {
   }
 
   get(text: string, encoding: G711Encoding, voice?: string): Uint8Array | undefined {
-    return this.cache.get(key(text, encoding, voice));
+    return this.cache.get(key(text, encoding, voice)) ?? this.fallbackCache.get(key(text, encoding, voice));
   }
 
   async synthesize(text: string, encoding: G711Encoding, voice?: string): Promise<Uint8Array> {
     const cached = this.cache.get(key(text, encoding, voice));
     if (cached !== undefined) return cached;
-    let frames: Uint8Array;
     try {
-      frames = await this.render(this.tts, text, encoding, voice);
+      const frames = await this.render(this.tts, text, encoding, voice);
+      this.cache.set(key(text, encoding, voice), frames);
+      this.fallbackCache.delete(key(text, encoding, voice));
+      return frames;
     } catch (error) {
       if (this.fallback === undefined) throw error;
-      frames = await this.render(this.fallback, text, encoding, undefined);
+      const kept = this.fallbackCache.get(key(text, encoding, voice));
+      if (kept !== undefined) return kept;
+      // The fallback speaks its own default voice.
+      const frames = await this.render(this.fallback, text, encoding, undefined);
+      this.fallbackCache.set(key(text, encoding, voice), frames);
+      return frames;
     }
-    this.cache.set(key(text, encoding, voice), frames);
-    return frames;
   }
 
   private async render(tts: Tts, text: string, encoding: G711Encoding, voice: string | undefined): Promise<Uint8Array> {

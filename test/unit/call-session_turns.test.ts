@@ -285,7 +285,7 @@ describe('call session: tools, speculation, degradation', () => {
       expect(JSON.parse(bodies[0]!)).toEqual({ order: '42' });
       expect(spokenSegments).toEqual(['Checking order 42.', 'Let me check that.', 'Your order is shipped.']);
       expect(session.conversation.slice(2)).toEqual([
-        { role: 'assistant', content: 'Checking order 42.', toolCalls: [{ id: 'c1', name: 'lookup_order', arguments: { order: '42' } }] },
+        { role: 'assistant', content: '', toolCalls: [{ id: 'c1', name: 'lookup_order', arguments: { order: '42' } }] },
         { role: 'tool', toolCallId: 'c1', content: '{"status":"shipped"}' },
         { role: 'assistant', content: 'Checking order 42. Let me check that. Your order is shipped.' },
       ]);

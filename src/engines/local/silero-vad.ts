@@ -210,10 +210,19 @@ export class SileroVad implements Vad {
     const state = new Float32Array(2 * size * STATE_SIZE);
     for (let b = 0; b < size; b++) batch[b]!.fill(input, b * (CONTEXT + CHUNK), state, b, size);
     const reply = await this.inference.run(size, input, state);
+    // A backend that recovered (Triton back, failover) makes the detector healthy again.
+    this.failure = undefined;
     this.stats.inferenceMs += reply.inferenceMs;
     this.stats.batches++;
     this.stats.chunks += size;
-    for (let b = 0; b < size; b++) batch[b]!.accept(reply.probabilities[b] ?? 0, reply.nextState, b, size);
+    for (let b = 0; b < size; b++) {
+      try {
+        batch[b]!.accept(reply.probabilities[b] ?? 0, reply.nextState, b, size);
+      } catch (error) {
+        // One call's failure must not cost the other calls of the batch their speech detection.
+        this.onError(error as Error);
+      }
+    }
   }
 }
 

@@ -191,6 +191,7 @@ export class InferStream {
   constructor(private readonly call: grpc.ClientDuplexStream<ModelInferRequest, ModelStreamInferResponse>) {
     call.on('data', (message: ModelStreamInferResponse) => this.onMessage(message));
     call.on('error', (error: grpc.ServiceError) => {
+      this.finished = true;
       if (this.cancelled) return;
       this.failAll(
         error.code === grpc.status.UNAVAILABLE

@@ -33,6 +33,10 @@ export class TritonReadiness {
   private timer: NodeJS.Timeout | undefined;
   private backoffMs: number;
   private stopped = false;
+  /** One check at a time: a failure seen by tens of calls at once must not start tens of loops. */
+  private checking = false;
+  private recheck = false;
+  private readonly readyListeners = new Set<() => void>();
   private readonly healthyIntervalMs: number;
   private readonly initialBackoffMs: number;
   private readonly maxBackoffMs: number;
@@ -95,11 +99,21 @@ export class TritonReadiness {
     );
   }
 
+  /** Called each time every model has become ready again (e.g. to re-render prompts in Triton's voice). */
+  onAllReady(listener: () => void): () => void {
+    this.readyListeners.add(listener);
+    return () => this.readyListeners.delete(listener);
+  }
+
   /** A stream failed: look again soon rather than at the next healthy interval. */
   suspect(): void {
     if (this.stopped) return;
-    clearTimeout(this.timer);
     this.backoffMs = this.initialBackoffMs;
+    if (this.checking) {
+      this.recheck = true;
+      return;
+    }
+    clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.tick(), 0);
     this.timer.unref();
   }
@@ -118,7 +132,19 @@ export class TritonReadiness {
   }
 
   private async tick(): Promise<void> {
-    await this.check();
+    if (this.checking) return;
+    this.checking = true;
+    const wasReady = this.allReady;
+    try {
+      do {
+        this.recheck = false;
+        await this.check();
+      } while (this.recheck && !this.stopped);
+    } finally {
+      this.checking = false;
+    }
+    if (!wasReady && this.allReady) for (const listener of this.readyListeners) listener();
+    clearTimeout(this.timer);
     this.schedule();
   }
 }

@@ -9,6 +9,11 @@
  * One ModelStreamInfer stream per utterance, so cancelling the utterance (barge-in handled, hang-up)
  * cancels exactly its work in Triton. A missing final — stream lost, model error, or no final within
  * the deadline after the utterance ended — is an `error` event, never a hang.
+ *
+ * Utterances of one call share the sequence id, so they must reach Triton one after the other: a
+ * new utterance's START would otherwise reset the model's state while the previous one's END is
+ * still queued. Each utterance waits (buffering its audio) until the previous one of its call has
+ * its final, or has been cancelled and given Triton a moment to drop it.
  */
 import { Resampler } from '../../audio/resampler.js';
 import type { Asr, AsrEvent, AsrStream } from '../types.js';
@@ -17,6 +22,8 @@ import { fp32Tensor, inferRequest, param, readBool, readStrings, responseOutputs
 
 export const PARAKEET_MODEL = 'parakeet_tdt';
 const ASR_RATE = 16_000;
+/** After cancelling an utterance, time for Triton to drop its requests before the next START. */
+const CANCEL_SETTLE_MS = 50;
 
 export interface TritonAsrOptions {
   /** Audio per request, ms (the model contract allows 80–160). */
@@ -31,6 +38,8 @@ export class TritonAsr implements Asr {
   readonly name = 'triton:parakeet_tdt';
   private readonly chunkSamples: number;
   private readonly finalDeadlineMs: number;
+  /** Per call: settles when its latest utterance is done with the sequence. */
+  private readonly sequenceFree = new Map<string, Promise<void>>();
 
   constructor(
     private readonly client: TritonClient,
@@ -41,7 +50,15 @@ export class TritonAsr implements Asr {
   }
 
   createStream(callId: string, onEvent: (event: AsrEvent) => void): AsrStream {
-    return new TritonAsrStream(this.client, callId, this.chunkSamples, this.finalDeadlineMs, onEvent, this.options.onFailure);
+    const previous = this.sequenceFree.get(callId) ?? Promise.resolve();
+    let release!: () => void;
+    const done = new Promise<void>((resolve) => (release = resolve));
+    const chained = previous.then(() => done);
+    this.sequenceFree.set(callId, chained);
+    void chained.then(() => {
+      if (this.sequenceFree.get(callId) === chained) this.sequenceFree.delete(callId);
+    });
+    return new TritonAsrStream(this.client, callId, this.chunkSamples, this.finalDeadlineMs, onEvent, this.options.onFailure, previous, release);
   }
 
   async close(): Promise<void> {
@@ -58,6 +75,8 @@ class TritonAsrStream implements AsrStream {
   private done = false;
   private lastPartial = '';
   private finalTimer: NodeJS.Timeout | undefined;
+  /** Requests held back until the previous utterance of the call is done with the sequence. */
+  private held: Array<{ audio: Float32Array; last: boolean }> | undefined = [];
 
   constructor(
     client: TritonClient,
@@ -66,8 +85,17 @@ class TritonAsrStream implements AsrStream {
     private readonly finalDeadlineMs: number,
     private readonly onEvent: (event: AsrEvent) => void,
     private readonly onFailure: ((error: TritonError) => void) | undefined,
+    sequenceFree: Promise<void>,
+    private readonly releaseSequence: () => void,
   ) {
     this.stream = client.openStream();
+    void sequenceFree.then(() => {
+      const held = this.held ?? [];
+      this.held = undefined;
+      if (this.done) return;
+      for (const request of held) this.send(request.audio, request.last);
+      if (this.ended) this.stream.end();
+    });
   }
 
   push(pcm8k: Int16Array): void {
@@ -90,7 +118,8 @@ class TritonAsrStream implements AsrStream {
     // The last request carries what is left (possibly nothing) and closes the sequence.
     this.send(this.pending, true);
     this.pending = new Float32Array(0);
-    this.stream.end();
+    // Half-close once the last request is written (it may still be held back).
+    if (this.held === undefined) this.stream.end();
     this.finalTimer = setTimeout(
       () => this.fail(new TritonError(`${PARAKEET_MODEL}: no final transcript within ${this.finalDeadlineMs} ms`, 'deadline')),
       this.finalDeadlineMs,
@@ -100,11 +129,16 @@ class TritonAsrStream implements AsrStream {
 
   cancel(): void {
     if (this.done) return;
-    this.finish();
+    const started = this.started;
+    this.finish(started ? CANCEL_SETTLE_MS : 0);
     this.stream.cancel();
   }
 
   private send(audio: Float32Array, last: boolean): void {
+    if (this.held !== undefined) {
+      this.held.push({ audio: audio.slice(), last });
+      return;
+    }
     const parameters = {
       sequence_id: param.string(this.callId),
       ...(this.started ? {} : { sequence_start: param.bool(true) }),
@@ -135,15 +169,18 @@ class TritonAsrStream implements AsrStream {
 
   private fail(error: TritonError): void {
     if (this.done) return;
-    this.finish();
+    this.finish(CANCEL_SETTLE_MS);
     this.stream.cancel();
     this.onFailure?.(error);
     this.onEvent({ type: 'error', error });
   }
 
-  private finish(): void {
+  private finish(settleMs = 0): void {
     this.done = true;
+    this.held = undefined;
     clearTimeout(this.finalTimer);
     this.resampler.destroy();
+    if (settleMs === 0) this.releaseSequence();
+    else setTimeout(this.releaseSequence, settleMs).unref();
   }
 }

@@ -41,7 +41,9 @@ export class TritonTts implements Tts {
     const stream = this.client.openStream();
     const segments: SegmentState[] = [];
     let inputDone = false;
+    let completed = false;
     let failure: Error | undefined;
+    let deadlineTimer: NodeJS.Timeout | undefined;
     let wake: (() => void) | undefined;
     const notify = (): void => {
       const resolve = wake;
@@ -131,17 +133,21 @@ export class TritonTts implements Tts {
         }
         await new Promise<void>((resolve) => {
           wake = resolve;
-          if (waitingOnTriton) setTimeout(notify, remaining).unref();
+          clearTimeout(deadlineTimer);
+          if (waitingOnTriton) deadlineTimer = setTimeout(notify, remaining).unref();
         });
       }
+      completed = true;
       stream.end();
     } catch (error) {
       stream.cancel();
       if (error instanceof TritonError && error.kind === 'deadline') this.options.onFailure?.(error);
       throw error;
     } finally {
+      clearTimeout(deadlineTimer);
       signal.removeEventListener('abort', onAbort);
-      if (signal.aborted) stream.cancel();
+      // Aborted, failed, or the consumer stopped iterating early: release the segments in Triton.
+      if (!completed) stream.cancel();
       // Not awaited: the text source may still be waiting on the LLM; it stops at its next segment.
       void feeding;
     }

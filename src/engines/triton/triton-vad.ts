@@ -60,9 +60,18 @@ export interface FailoverLogger {
 }
 
 /** Primary (Triton) with a local fallback for the batches it cannot answer. */
+/**
+ * A batch is 32 ms of audio for every call, and a call's next chunk needs this one's state: a
+ * backend slower than that makes every call's speech detection fall behind. Three slow batches in a
+ * row count as a failure.
+ */
+const SLOW_BATCH_MS = 32;
+const SLOW_BATCHES_TO_FAIL = 3;
+
 export class FailoverSileroInference implements SileroInference {
   readonly name: string;
   private primaryDownUntil = 0;
+  private slowBatches = 0;
 
   constructor(
     private readonly primary: SileroInference,
@@ -81,6 +90,17 @@ export class FailoverSileroInference implements SileroInference {
       const stateCopy = state.slice();
       try {
         const reply = await this.primary.run(size, input, state);
+        this.slowBatches = reply.inferenceMs > SLOW_BATCH_MS ? this.slowBatches + 1 : 0;
+        if (this.slowBatches >= SLOW_BATCHES_TO_FAIL) {
+          this.slowBatches = 0;
+          this.primaryDownUntil = performance.now() + this.coolDownMs;
+          this.logger.warn(
+            { event: 'vad_failover', backend: this.primary.name, err: `batches slower than ${SLOW_BATCH_MS} ms`, coolDownMs: this.coolDownMs },
+            'speech detection moved to the local model',
+          );
+          this.onPrimaryFailure?.();
+          return reply;
+        }
         if (this.primaryDownUntil !== 0) {
           this.primaryDownUntil = 0;
           this.logger.info({ event: 'vad_primary_back', backend: this.primary.name }, 'speech detection back on Triton');
