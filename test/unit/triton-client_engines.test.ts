@@ -159,6 +159,25 @@ describe('Parakeet ASR on Triton', () => {
     expect(asrRequests.slice(0, -1).every((r) => r.samples === 1280)).toBe(true);
   });
 
+  it("holds a call's next utterance back until the previous one has its final (they share the sequence id)", async () => {
+    standIn.faults['parakeet_tdt'] = { delayMs: 150 };
+    const asr = new TritonAsr(client);
+    const first: AsrEvent[] = [];
+    const second: AsrEvent[] = [];
+    const a = asr.createStream('CA-asr-overlap', (event) => first.push(event));
+    a.push(new Int16Array(4000));
+    a.end();
+    const b = asr.createStream('CA-asr-overlap', (event) => second.push(event));
+    b.push(new Int16Array(4000));
+    b.end();
+    await until(() => second.some((e) => e.type === 'final'), 5000);
+    expect(first.at(-1)).toEqual({ type: 'final', text: 'book a table for two' });
+    expect(second.at(-1)).toEqual({ type: 'final', text: 'second utterance' });
+    const flags = standIn.observed.forModel('parakeet_tdt').map((r) => (r.asr!.start ? 'S' : r.asr!.end ? 'E' : '.'));
+    // START, chunks, END of the first, and only then START … END of the second.
+    expect(flags.join('').replace(/\.+/g, '')).toBe('SESE');
+  });
+
   it('cancels the utterance in Triton when the stream is cancelled, and says nothing more', async () => {
     // The model is slow, so requests are still in flight in Triton when the call is cancelled.
     standIn.faults['parakeet_tdt'] = { delayMs: 1000 };
