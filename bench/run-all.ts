@@ -1,7 +1,7 @@
 /**
- * `npm run bench`: the VAD, load and turn-latency benchmarks in order, then one summary table with
- * each figure and its target. Bounded: ~5 minutes on a 2-core machine; a watchdog ends it if a piece
- * hangs. `--quick` shortens every window (for a smoke run; the figures are noisier).
+ * `npm run bench`: the VAD, load, turn-latency and Triton-path benchmarks in order, then one summary
+ * table with each figure and its target. Bounded: ~6 minutes on a 2-core machine; a watchdog ends it
+ * if a piece hangs. `--quick` shortens every window (for a smoke run; the figures are noisier).
  *
  *   npx tsx bench/run-all.ts [--quick]
  */
@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { machineBusyFraction, machineCpu, printSummary, row, watchdog, type SummaryRow } from './common.js';
 import { runLoadBench } from './load.js';
+import { QUICK_TRITON_OPTIONS, runTritonBench } from './triton.js';
 import { runTurnLatencyBench } from './turn-latency.js';
 import { runVadBench } from './vad.js';
 
@@ -53,6 +54,9 @@ await piece('load, quiet line', async () =>
   ).summary.map((r) => ({ ...r, figure: `quiet line (-65 dBFS): ${r.figure}` })),
 );
 await piece('turn latency', async () => (await runTurnLatencyBench(quick ? { rounds: 1 } : { rounds: 3 })).summary);
+// The Triton path against the stand-in: gRPC client CPU per request / streamed response (stand-in in
+// a child process), and what the server adds to a turn between the models (~60 s; quick ~30 s).
+await piece('Triton', async () => (await runTritonBench(quick ? QUICK_TRITON_OPTIONS : {})).summary);
 
 const wallS = (performance.now() - started) / 1000;
 const busy = machineBusyFraction(machine0, machineCpu());
