@@ -120,6 +120,10 @@ class TritonAsrStream implements AsrStream {
     this.pending = new Float32Array(0);
     // Half-close once the last request is written (it may still be held back).
     if (this.held === undefined) this.stream.end();
+  }
+
+  /** The final is due this long after the END request went to Triton (not while it was held back). */
+  private armFinalDeadline(): void {
     this.finalTimer = setTimeout(
       () => this.fail(new TritonError(`${PARAKEET_MODEL}: no final transcript within ${this.finalDeadlineMs} ms`, 'deadline')),
       this.finalDeadlineMs,
@@ -145,6 +149,7 @@ class TritonAsrStream implements AsrStream {
       ...(last ? { sequence_end: param.bool(true) } : {}),
     };
     this.started = true;
+    if (last) this.armFinalDeadline();
     // Copy: the tensor's bytes must not change while grpc serializes them.
     const request = inferRequest({ model: PARAKEET_MODEL, inputs: [fp32Tensor('audio_chunk', audio.slice())], parameters, outputs: ['transcript', 'is_final'] });
     this.stream.send(request, {
