@@ -4,6 +4,7 @@ import { fixedPrompts } from './agent/agent-profile.js';
 import { PromptCache } from './agent/prompt-cache.js';
 import { ConfigError, loadConfig } from './config.js';
 import { loadEngines, serverEngineDeps } from './engines/load-engines.js';
+import { startPostCallSide } from './post-call/server-side.js';
 import { buildServer } from './server.js';
 
 async function main(): Promise<void> {
@@ -27,7 +28,18 @@ async function main(): Promise<void> {
   await warmPrompts();
   // Prompts rendered by the local TTS while Triton was down are rendered again in Triton's voice.
   loaded.triton?.readiness.onAllReady(() => void warmPrompts().catch(() => undefined));
-  const server = await buildServer({ config, engines, prompts, ...serverEngineDeps(loaded), logger: { level: config.logLevel } });
+  // Ended calls → one post-call job each (BullMQ on REDIS_URL); live calls mirrored in Redis; calls
+  // of a dead instance finished by the sweeper. POST_CALL=0 turns this off (e.g. no Redis at hand).
+  const postCallSide = process.env['POST_CALL'] === '0' ? undefined : startPostCallSide(process.env, logger);
+  const server = await buildServer({
+    config,
+    engines,
+    prompts,
+    ...serverEngineDeps(loaded),
+    postCall: postCallSide?.postCall,
+    mirror: postCallSide?.mirror,
+    logger: { level: config.logLevel },
+  });
   await server.app.listen({ port: config.port, host: config.host });
   server.app.log.info({ publicUrl: config.publicUrl, agent: agents.fallback.profile.name, numbers: agents.numbers }, 'voice agent server ready');
 
@@ -39,6 +51,7 @@ async function main(): Promise<void> {
     server.startDraining();
     void server.app
       .close()
+      .then(() => postCallSide?.close())
       .then(() => loaded.close())
       .then(() => process.exit(0));
   };

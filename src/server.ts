@@ -16,6 +16,9 @@ import { PlayoutScheduler } from './audio/playout-scheduler.js';
 import type { TritonReadiness } from './engines/triton/readiness.js';
 import type { Asr, Engines, Llm, SharedEngines, Tts } from './engines/types.js';
 import twilioRoutes, { WS_MAX_PAYLOAD } from './telephony/twilio/routes.js';
+import type { LiveCallSnapshot } from './live/types.js';
+import type { PostCallJob } from './post-call/job.js';
+import { liveSnapshotFor, postCallJobFor, type CallMeta } from './post-call/session-job.js';
 
 export interface ServerDeps {
   config: Config;
@@ -31,6 +34,10 @@ export interface ServerDeps {
   tritonReadiness?: TritonReadiness | undefined;
   /** Summarizes older turns of long calls (the configured LLM); extractive summaries without one. */
   summarizer?: ConversationSummarizer | undefined;
+  /** Where ended calls go for post-call processing (one job per call SID, however often it is told). */
+  postCall?: { enqueue(job: PostCallJob): Promise<unknown> } | undefined;
+  /** The Redis mirror of live calls (written off the audio path; never awaited). */
+  mirror?: { upsert(snapshot: LiveCallSnapshot): void; remove(callSid: string): void } | undefined;
   /** Which engine serves each stage, for `/ready`. */
   describeEngines?: () => Record<string, string>;
   /** Defaults to a fresh scheduler; benchmarks pass one in to read its pacing figures. */
@@ -65,6 +72,21 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
     return engines;
   };
   const scheduler = deps.scheduler ?? new PlayoutScheduler();
+
+  /** Mirrors the call while it lives; when it ends, files its post-call job (then drops the mirror). */
+  const trackCall = (session: CallSession, meta: CallMeta): void => {
+    const { mirror, postCall } = deps;
+    if (mirror !== undefined) {
+      mirror.upsert(liveSnapshotFor(session, meta));
+      session.onEvent((event) => {
+        if (event.type === 'turn_decided' || event.type === 'first_frame' || event.type === 'interrupted') mirror.upsert(liveSnapshotFor(session, meta));
+      });
+    }
+    void session.endedPromise.then(async () => {
+      if (postCall !== undefined) await postCall.enqueue(postCallJobFor(session, meta));
+      mirror?.remove(session.callId);
+    });
+  };
   let draining = false;
 
   await app.register(formbody);
@@ -104,6 +126,14 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
           maxCallSeconds: config.maxCallSeconds,
         },
       });
+      const meta: CallMeta = {
+        provider: 'twilio',
+        direction: 'inbound',
+        from: start.customParameters['from'],
+        to: start.customParameters['to'],
+        number: start.customParameters['to'],
+      };
+      trackCall(session, meta);
       sessions.add(session);
       session.start();
       return session;

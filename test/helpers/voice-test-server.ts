@@ -6,6 +6,7 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { loadEngines, serverEngineDeps, type LoadedEngines } from '../../src/engines/load-engines.js';
 import type { SharedEngines } from '../../src/engines/types.js';
 import { buildServer, type VoiceServer } from '../../src/server.js';
+import { startPostCallSide, type PostCallSide } from '../../src/post-call/server-side.js';
 
 export const TEST_AUTH_TOKEN = 'test-auth-token-0123456789abcdef';
 
@@ -14,6 +15,8 @@ export interface RunningServer extends VoiceServer {
   config: Config;
   engines: SharedEngines;
   loaded: LoadedEngines;
+  /** Only when the test asked for it with REDIS_URL (and a POST_CALL_QUEUE_PREFIX of its own). */
+  postCallSide: PostCallSide | undefined;
   close(): Promise<void>;
 }
 
@@ -43,7 +46,16 @@ export async function startVoiceServer(env: Record<string, string> = {}, engineO
   );
   const url = `http://127.0.0.1:${probe}`;
   const finalConfig = { ...config, port: probe, publicUrl: url };
-  const server = await buildServer({ config: finalConfig, engines, prompts, ...serverEngineDeps(loaded), logger: { level: config.logLevel } });
+  const postCallSide = env['REDIS_URL'] === undefined ? undefined : startPostCallSide(env, logger);
+  const server = await buildServer({
+    config: finalConfig,
+    engines,
+    prompts,
+    ...serverEngineDeps(loaded),
+    postCall: postCallSide?.postCall,
+    mirror: postCallSide?.mirror,
+    logger: { level: config.logLevel },
+  });
   await server.app.listen({ port: probe, host: '127.0.0.1' });
   return {
     ...server,
@@ -51,8 +63,10 @@ export async function startVoiceServer(env: Record<string, string> = {}, engineO
     config: finalConfig,
     engines,
     loaded,
+    postCallSide,
     close: async () => {
       await server.app.close();
+      await postCallSide?.close(5000);
       await loaded.close();
     },
   };

@@ -1,0 +1,71 @@
+// Guards the server's end of the post-call pipeline: a real call on the real server files exactly
+// one BullMQ job (id = call SID) with its transcript and latencies, whatever else arrives after it,
+// and the live mirror of the call is gone once the job is filed.
+import { randomBytes } from 'node:crypto';
+import twilio from 'twilio';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { postCallJobId } from '../../src/post-call/job.js';
+import { placeTestCall } from '../helpers/place-test-call.js';
+import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
+import { startVoiceServer, TEST_AUTH_TOKEN, type RunningServer } from '../helpers/voice-test-server.js';
+
+let server: RunningServer;
+const prefix = `vas-test-${randomBytes(4).toString('hex')}`;
+
+beforeAll(async () => {
+  server = await startVoiceServer({ AGENT_SCRIPT: 'test/fixtures/agents', REDIS_URL: 'redis://127.0.0.1:6379', POST_CALL_QUEUE_PREFIX: prefix });
+});
+
+afterAll(async () => {
+  const side = server?.postCallSide;
+  await server?.close();
+  if (side !== undefined) {
+    // Leave nothing of this test in Redis.
+    const { Redis } = await import('ioredis');
+    const redis = new Redis('redis://127.0.0.1:6379');
+    const keys = await redis.keys(`${prefix}:*`);
+    if (keys.length > 0) await redis.del(...keys);
+    await redis.quit();
+  }
+});
+
+describe('post-call job from the server', () => {
+  it('files exactly one job per call, with the transcript and per-turn latencies, and removes the live mirror', async () => {
+    const speech = await phoneSpeech(RECORDINGS.illDisposed);
+    const { session } = await placeTestCall(server, { audio: timeline(6000, [[2000, speech]]), idleHangUpMs: 2000, from: '+15557654321', to: '+15550001111' });
+    const queue = server.postCallSide!.postCall.queue;
+    await expect.poll(async () => (await queue.getJob(postCallJobId(session.callId)))?.data, { timeout: 5000 }).toBeDefined();
+    const job = (await queue.getJob(postCallJobId(session.callId)))!;
+    expect(job.data).toMatchObject({
+      callSid: session.callId,
+      provider: 'twilio',
+      direction: 'inbound',
+      from: '+15557654321',
+      to: '+15550001111',
+      number: '+15550001111',
+      endReason: 'stop',
+    });
+    expect(job.data.turns.map((t: { speaker: string }) => t.speaker)).toEqual(['caller', 'agent']);
+    expect(job.data.turns[1].latency).toMatchObject({ firstFrameSent: expect.any(Number) });
+
+    // Twilio's `completed` callback arrives after the stream ended: still one job, the first one.
+    const params = { CallSid: session.callId, AccountSid: 'AC0123456789abcdef0123456789abcdef', CallStatus: 'completed', CallDuration: '6' };
+    const response = await fetch(`${server.url}/twilio/status`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        'x-twilio-signature': twilio.getExpectedTwilioSignature(TEST_AUTH_TOKEN, `${server.url}/twilio/status`, params),
+      },
+      body: new URLSearchParams(params).toString(),
+    });
+    expect(response.status).toBe(204);
+    // Filing the same call again (e.g. the sweeper racing a slow shutdown) changes nothing either.
+    await server.postCallSide!.postCall.enqueue({ ...job.data, endReason: 'server_lost' });
+    const counts = await queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed');
+    expect(Object.values(counts).reduce((a, b) => a + b, 0)).toBe(1);
+    expect((await queue.getJob(postCallJobId(session.callId)))!.data.endReason).toBe('stop');
+
+    // The live mirror held the call while it lived and dropped it once the job was filed.
+    await expect.poll(() => server.postCallSide!.mirror.has(session.callId), { timeout: 3000 }).toBe(false);
+  });
+});
