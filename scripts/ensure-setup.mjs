@@ -51,7 +51,14 @@ function run(command, args, options = {}) {
 
 if (!existsSync(join(root, 'node_modules', '.package-lock.json'))) {
   console.error('setup: installing npm dependencies (npm ci)…');
-  run('npm', ['ci', '--no-audit', '--no-fund']);
+  // `npm ci` refuses a lock file that lacks optional platform packages the registry does not serve
+  // (bullmq's msgpackr-extract builds for macOS/Windows/arm are missing from the mirror here); a
+  // plain install then skips those optional packages and installs the locked versions of the rest.
+  const ci = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { stdio: 'inherit', cwd: root });
+  if (ci.status !== 0) {
+    console.error('setup: `npm ci` failed; falling back to `npm install --no-save`');
+    run('npm', ['install', '--no-audit', '--no-fund', '--no-save']);
+  }
 }
 
 const missing = debianNeeds.filter((need) => !need.present()).map((need) => need.pkg);
