@@ -578,7 +578,10 @@ export class CallSession implements CallEventSink {
     };
     const onFallback = (info: { phase: string; reason: string }): void => {
       // The configured LLM failed: apologize (before the script's answer, or after the cut-off text).
-      if (this.degrade('llm', info.reason)) pushSegment(this.profile.apology);
+      if (!this.degrade('llm', info.reason)) return;
+      // Mid-reply: the words generated so far are spoken first, then the apology.
+      for (const segment of chunker.flush()) pushSegment(segment);
+      pushSegment(this.profile.apology);
     };
     const messages = this.contextMessages();
     let events: AsyncIterable<LlmEvent> | undefined = this.adoptSpeculation(turn, signal);
