@@ -7,6 +7,20 @@ import { loadEngines, serverEngineDeps } from './engines/load-engines.js';
 import { startPostCallSide } from './post-call/server-side.js';
 import { buildServer } from './server.js';
 
+/**
+ * Signal handlers go in before anything loads. Registered after start-up (as they were), SIGTERM
+ * never reached them and the process died with 143 without draining: some module loaded during
+ * start-up takes the signal over when it finds no listener. Set once the server is up; a signal
+ * before that ends start-up.
+ */
+let stopHandler: ((signal: string) => void) | undefined;
+const onSignal = (signal: string): void => {
+  if (stopHandler !== undefined) stopHandler(signal);
+  else process.exit(0);
+};
+process.on('SIGTERM', () => onSignal('SIGTERM'));
+process.on('SIGINT', () => onSignal('SIGINT'));
+
 async function main(): Promise<void> {
   let config;
   try {
@@ -55,8 +69,7 @@ async function main(): Promise<void> {
       .then(() => loaded.close())
       .then(() => process.exit(0));
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  stopHandler = stop;
 }
 
 main().catch((error: Error) => {
