@@ -85,9 +85,8 @@ export class FailoverSileroInference implements SileroInference {
 
   async run(size: number, input: Float32Array, state: Float32Array): Promise<InferenceReply> {
     if (performance.now() >= this.primaryDownUntil) {
-      // The local worker takes ownership of the buffers it is given, so keep copies for it.
-      const inputCopy = input.slice();
-      const stateCopy = state.slice();
+      // Triton only reads the buffers (serialized when the request goes out), so after a failure they
+      // are intact for the local worker, which takes ownership of them: no copy per batch.
       try {
         const reply = await this.primary.run(size, input, state);
         this.slowBatches = reply.inferenceMs > SLOW_BATCH_MS ? this.slowBatches + 1 : 0;
@@ -113,7 +112,7 @@ export class FailoverSileroInference implements SileroInference {
           'speech detection moved to the local model',
         );
         this.onPrimaryFailure?.();
-        return this.fallback.run(size, inputCopy, stateCopy);
+        return this.fallback.run(size, input, state);
       }
     }
     return this.fallback.run(size, input, state);
