@@ -24,35 +24,26 @@ function turnsOf(session: CallSession): LiveTurn[] {
   return turns;
 }
 
-const parties = (meta: CallMeta) => ({
-  ...(meta.from === undefined ? {} : { from: meta.from }),
-  ...(meta.to === undefined ? {} : { to: meta.to }),
-  ...(meta.number === undefined ? {} : { number: meta.number }),
-});
-
-export function postCallJobFor(session: CallSession, meta: CallMeta, endedAt = new Date()): PostCallJob {
+/** What the job and the live snapshot both say about the call. */
+function callOf(session: CallSession, meta: CallMeta) {
   return {
     callSid: session.callId,
     provider: meta.provider,
     direction: meta.direction,
-    ...parties(meta),
+    ...(meta.from === undefined ? {} : { from: meta.from }),
+    ...(meta.to === undefined ? {} : { to: meta.to }),
+    ...(meta.number === undefined ? {} : { number: meta.number }),
     startedAt: session.startedAt.toISOString(),
-    endedAt: endedAt.toISOString(),
-    endReason: session.endReason ?? 'unknown',
     turns: turnsOf(session),
   };
 }
 
+export function postCallJobFor(session: CallSession, meta: CallMeta, endedAt = new Date()): PostCallJob {
+  return { ...callOf(session, meta), endedAt: endedAt.toISOString(), endReason: session.endReason ?? 'unknown' };
+}
+
 export function liveSnapshotFor(session: CallSession, meta: CallMeta): LiveCallSnapshot {
-  return {
-    callSid: session.callId,
-    provider: meta.provider,
-    direction: meta.direction,
-    ...parties(meta),
-    startedAt: session.startedAt.toISOString(),
-    state: session.isEnded ? 'ended' : session.state.phase,
-    turns: turnsOf(session),
-  };
+  return { ...callOf(session, meta), state: session.isEnded ? 'ended' : session.state.phase };
 }
 
 /** The job the orphan sweeper files for a call whose server died: what the mirror last held. */
