@@ -1,10 +1,9 @@
 // Guards the whole inbound path on real speech: a Twilio-exact caller, the real server, real VAD, ASR and TTS.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import twilio from 'twilio';
 import type { CallSession, SessionEvent } from '../../src/agent/call-session.js';
 import { placeCall, type CallResult, type ReceivedMessage } from '../../src/softphone/twilio-caller.js';
 import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
-import { placeTestCall } from '../helpers/place-test-call.js';
+import { placeTestCall, postStatusCallback } from '../helpers/place-test-call.js';
 import { startVoiceServer, TEST_AUTH_TOKEN, type RunningServer } from '../helpers/voice-test-server.js';
 
 let server: RunningServer;
@@ -125,15 +124,7 @@ describe('an inbound Twilio call on the local engines', () => {
     });
     const calling = placeCall({ url: server.url, authToken: TEST_AUTH_TOKEN, audio: new Int16Array(8000 * 20), hangUpAfterMs: 20_000 });
     const session = await started;
-    const params = { CallSid: session.callId, AccountSid: 'AC0123456789abcdef0123456789abcdef', CallStatus: 'completed', CallDuration: '1' };
-    const response = await fetch(`${server.url}/twilio/status`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/x-www-form-urlencoded',
-        'x-twilio-signature': twilio.getExpectedTwilioSignature(TEST_AUTH_TOKEN, `${server.url}/twilio/status`, params),
-      },
-      body: new URLSearchParams(params).toString(),
-    });
+    const response = await postStatusCallback(server, session.callId, 'completed');
     expect(response.status).toBe(204);
     const result = await calling;
     expect(session.isEnded).toBe(true);

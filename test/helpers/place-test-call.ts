@@ -1,4 +1,5 @@
 /** Places a Twilio-exact call on a running test server and returns it with the server-side session and its events. */
+import twilio from 'twilio';
 import { expect } from 'vitest';
 import type { CallSession, SessionEvent } from '../../src/agent/call-session.js';
 import { placeCall } from '../../src/softphone/twilio-caller.js';
@@ -25,4 +26,17 @@ export async function placeTestCall(server: RunningServer, options: Omit<Paramet
   } finally {
     unsubscribe();
   }
+}
+
+/** Posts a Twilio status callback for `callSid`, signed as Twilio signs it. */
+export function postStatusCallback(server: RunningServer, callSid: string, status: string, duration = '1'): Promise<Response> {
+  const params = { CallSid: callSid, AccountSid: 'AC0123456789abcdef0123456789abcdef', CallStatus: status, CallDuration: duration };
+  return fetch(`${server.url}/twilio/status`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      'x-twilio-signature': twilio.getExpectedTwilioSignature(TEST_AUTH_TOKEN, `${server.url}/twilio/status`, params),
+    },
+    body: new URLSearchParams(params).toString(),
+  });
 }

@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
+import { waitFor as until } from '../helpers/wait-for.js';
+import { deleteKeysWithPrefix } from '../helpers/redis-keys.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CallMirror, type CallMirrorOptions } from '../../src/live/call-mirror.js';
 import { liveKeys } from '../../src/live/keys.js';
@@ -51,15 +53,6 @@ async function readCall(callSid: string): Promise<MirroredCall | undefined> {
   return raw === null ? undefined : parseMirroredCall(raw);
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -131,12 +124,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  let cursor = '0';
-  do {
-    const [next, found] = await admin.scan(cursor, 'MATCH', `${PREFIX}*`, 'COUNT', 1000);
-    if (found.length > 0) await admin.del(...found);
-    cursor = next;
-  } while (cursor !== '0');
+  await deleteKeysWithPrefix(admin, PREFIX);
   await admin.quit();
 });
 

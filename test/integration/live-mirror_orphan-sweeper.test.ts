@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
+import { waitFor as until } from '../helpers/wait-for.js';
+import { deleteKeysWithPrefix } from '../helpers/redis-keys.js';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CallMirror, type CallMirrorOptions } from '../../src/live/call-mirror.js';
 import { liveKeys, type LiveKeys } from '../../src/live/keys.js';
@@ -82,13 +84,6 @@ function countBySid(calls: MirroredCall[]): Map<string, number> {
   return counts;
 }
 
-async function until(what: string, probe: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -116,12 +111,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  let cursor = '0';
-  do {
-    const [next, found] = await admin.scan(cursor, 'MATCH', `${FILE_PREFIX}*`, 'COUNT', 1000);
-    if (found.length > 0) await admin.del(...found);
-    cursor = next;
-  } while (cursor !== '0');
+  await deleteKeysWithPrefix(admin, FILE_PREFIX);
   await admin.quit();
 });
 

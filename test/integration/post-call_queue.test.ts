@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Queue } from 'bullmq';
+import { waitFor as waitForValue } from '../helpers/wait-for.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { POST_CALL_QUEUE, postCallJobId, type PostCallJob } from '../../src/post-call/job.js';
 import { PostCallProcessor } from '../../src/post-call/processor.js';
@@ -75,15 +76,7 @@ function makeJob(callSid = sid()): PostCallJob {
   };
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const waitFor = <T>(what: string, probe: () => Promise<T | undefined | false>): Promise<T> => waitForValue(what, probe, 15_000, 50);
 
 /** How often the job id appears across the queue's state lists (one job: exactly once). */
 async function jobsFor(jobId: string): Promise<number> {

@@ -2,12 +2,12 @@
 // one BullMQ job (id = call SID) with its transcript and latencies, whatever else arrives after it,
 // and the live mirror of the call is gone once the job is filed.
 import { randomBytes } from 'node:crypto';
-import twilio from 'twilio';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { postCallJobId } from '../../src/post-call/job.js';
-import { placeTestCall } from '../helpers/place-test-call.js';
+import { deleteKeysWithPrefix } from '../helpers/redis-keys.js';
+import { placeTestCall, postStatusCallback } from '../helpers/place-test-call.js';
 import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
-import { startVoiceServer, TEST_AUTH_TOKEN, type RunningServer } from '../helpers/voice-test-server.js';
+import { startVoiceServer, type RunningServer } from '../helpers/voice-test-server.js';
 
 let server: RunningServer;
 const prefix = `vas-test-${randomBytes(4).toString('hex')}`;
@@ -23,8 +23,7 @@ afterAll(async () => {
     // Leave nothing of this test in Redis.
     const { Redis } = await import('ioredis');
     const redis = new Redis('redis://127.0.0.1:6379');
-    const keys = await redis.keys(`${prefix}:*`);
-    if (keys.length > 0) await redis.del(...keys);
+    await deleteKeysWithPrefix(redis, `${prefix}:`);
     await redis.quit();
   }
 });
@@ -49,15 +48,7 @@ describe('post-call job from the server', () => {
     expect(job.data.turns[1].latency).toMatchObject({ firstFrameSent: expect.any(Number) });
 
     // Twilio's `completed` callback arrives after the stream ended: still one job, the first one.
-    const params = { CallSid: session.callId, AccountSid: 'AC0123456789abcdef0123456789abcdef', CallStatus: 'completed', CallDuration: '6' };
-    const response = await fetch(`${server.url}/twilio/status`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/x-www-form-urlencoded',
-        'x-twilio-signature': twilio.getExpectedTwilioSignature(TEST_AUTH_TOKEN, `${server.url}/twilio/status`, params),
-      },
-      body: new URLSearchParams(params).toString(),
-    });
+    const response = await postStatusCallback(server, session.callId, 'completed', '6');
     expect(response.status).toBe(204);
     // Filing the same call again (e.g. the sweeper racing a slow shutdown) changes nothing either.
     await server.postCallSide!.postCall.enqueue({ ...job.data, endReason: 'server_lost' });

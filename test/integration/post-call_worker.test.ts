@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
+import { waitFor as waitForValue } from '../helpers/wait-for.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Llm, LlmEvent, LlmRequest } from '../../src/engines/types.js';
 import { POST_CALL_QUEUE, type PostCallJob } from '../../src/post-call/job.js';
@@ -66,15 +67,8 @@ function makeJob(): PostCallJob {
   };
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const waitFor = <T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000): Promise<T> =>
+  waitForValue(what, probe, timeoutMs, 50);
 
 /** An LLM that fails its first `failures` requests (every one when Infinity), then answers. */
 function flakyLlm(failures: number): Llm & { startedAt: number[] } {
