@@ -1,7 +1,9 @@
 /**
- * `npm run bench`: the VAD, load, turn-latency and Triton-path benchmarks in order, then one summary
- * table with each figure and its target. Bounded: ~6 minutes on a 2-core machine; a watchdog ends it
- * if a piece hangs. `--quick` shortens every window (for a smoke run; the figures are noisier).
+ * `npm run bench`: the VAD, load, turn-latency, Triton-path and post-call benchmarks in order, then
+ * one summary table with each figure and its target. Bounded: ~8 minutes on a 2-core machine; a
+ * watchdog ends it if a piece hangs. `--quick` shortens every window (for a smoke run; the figures
+ * are noisier). The post-call piece needs Redis and PostgreSQL (BENCH_REDIS_URL, BENCH_DATABASE_URL;
+ * the tests' defaults otherwise).
  *
  *   npx tsx bench/run-all.ts [--quick]
  */
@@ -10,6 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { machineBusyFraction, machineCpu, printSummary, row, watchdog, type SummaryRow } from './common.js';
 import { runLoadBench } from './load.js';
+import { QUICK_POST_CALL_OPTIONS, runPostCallBench } from './post-call.js';
 import { QUICK_TRITON_OPTIONS, runTritonBench } from './triton.js';
 import { runTurnLatencyBench } from './turn-latency.js';
 import { runVadBench } from './vad.js';
@@ -17,7 +20,7 @@ import { runVadBench } from './vad.js';
 const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false } } });
 const quick = values.quick;
 
-watchdog(quick ? 300 : 600, 'npm run bench');
+watchdog(quick ? 360 : 720, 'npm run bench');
 const started = performance.now();
 const machine0 = machineCpu();
 const cpu0 = process.cpuUsage();
@@ -57,6 +60,9 @@ await piece('turn latency', async () => (await runTurnLatencyBench(quick ? { rou
 // The Triton path against the stand-in: gRPC client CPU per request / streamed response (stand-in in
 // a child process), and what the server adds to a turn between the models (~60 s; quick ~30 s).
 await piece('Triton', async () => (await runTritonBench(quick ? QUICK_TRITON_OPTIONS : {})).summary);
+// The post-call pipeline on the real Redis and PostgreSQL, the OpenAI stand-in as its LLM (instant,
+// and at 100 tokens/s): jobs/s per worker and hang-up → stored summary (~95 s; quick ~40 s).
+await piece('post-call', async () => (await runPostCallBench(quick ? QUICK_POST_CALL_OPTIONS : {})).summary);
 
 const wallS = (performance.now() - started) / 1000;
 const busy = machineBusyFraction(machine0, machineCpu());

@@ -5,6 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { ApiKeys, ApiKeysError, parseApiKeys } from './api/api-keys.js';
 
 export type OutboundFrameMs = 20 | 40 | 60;
 
@@ -23,6 +24,18 @@ export interface TritonConfig {
   asrFinalDeadlineMs: number;
   llmFirstTokenDeadlineMs: number;
   ttsChunkDeadlineMs: number;
+}
+
+/** What SIGTERM does (see README, "Deploys and graceful drain"). */
+export interface DrainConfig {
+  /** DRAIN_TIMEOUT: seconds live calls may go on after SIGTERM before the goodbye and hang-up. */
+  timeoutSeconds: number;
+  /**
+   * DRAIN_NEW_CALLS: `decline` (default) answers a call arriving while draining with a short
+   * apology and hangs up; `unavailable` answers 503 so Twilio's fallback URL (another instance)
+   * takes it — only right when the number has a fallback URL configured.
+   */
+  newCalls: 'decline' | 'unavailable';
 }
 
 export interface Config {
@@ -52,6 +65,9 @@ export interface Config {
   };
   asrWorkers: number;
   maxCallSeconds: number;
+  drain: DrainConfig;
+  /** API_KEYS: `key:role` entries (admin, analyst) for the `/v1` API; empty: `/v1` refuses everyone. */
+  apiKeys: ApiKeys;
   engines: EngineChoice;
   triton: TritonConfig | undefined;
   /** Start the LLM on a stable partial transcript before the end of turn is confirmed. */
@@ -131,6 +147,16 @@ class Reader {
       this.problems.push(`${name}=${JSON.stringify(raw)} is not a URL`);
       return undefined;
     }
+  }
+}
+
+function readApiKeys(read: Reader): ApiKeys {
+  try {
+    return parseApiKeys(read.string('API_KEYS'));
+  } catch (err) {
+    if (!(err instanceof ApiKeysError)) throw err;
+    read.problems.push(...err.problems.map((p) => `API_KEYS: ${p}`));
+    return parseApiKeys(undefined);
   }
 }
 
@@ -220,6 +246,11 @@ export function loadConfig(env: Env = process.env): Config {
     // later ones alone: 4 suits this 2-core machine; scale with cores.
     asrWorkers: read.int('ASR_WORKERS', 4, 1, 64),
     maxCallSeconds: read.int('MAX_CALL_SECONDS', 3600, 10, 86400),
+    drain: {
+      timeoutSeconds: read.int('DRAIN_TIMEOUT', 300, 0, 86400),
+      newCalls: read.choice('DRAIN_NEW_CALLS', ['decline', 'unavailable'] as const, 'decline'),
+    },
+    apiKeys: readApiKeys(read),
     engines,
     triton,
     speculativeLlm: read.flag('SPECULATIVE_LLM'),

@@ -4,8 +4,11 @@ import { fixedPrompts } from './agent/agent-profile.js';
 import { PromptCache } from './agent/prompt-cache.js';
 import { ConfigError, loadConfig } from './config.js';
 import { loadEngines, serverEngineDeps } from './engines/load-engines.js';
+import { startInProcessWorker, workerPlacement, type InProcessWorker } from './post-call/in-process-worker.js';
 import { startPostCallSide } from './post-call/server-side.js';
 import { buildServer } from './server.js';
+import { CallLedger, CallStore, openDatabaseFromEnv } from './store/index.js';
+import { onStopSignals } from './util/stop-signals.js';
 
 /**
  * Signal handlers go in before anything loads. Registered after start-up (as they were), SIGTERM
@@ -14,12 +17,14 @@ import { buildServer } from './server.js';
  * before that ends start-up.
  */
 let stopHandler: ((signal: string) => void) | undefined;
-const onSignal = (signal: string): void => {
-  if (stopHandler !== undefined) stopHandler(signal);
-  else process.exit(0);
-};
-process.on('SIGTERM', () => onSignal('SIGTERM'));
-process.on('SIGINT', () => onSignal('SIGINT'));
+let forceHandler: ((signal: string) => void) | undefined;
+onStopSignals({
+  stop: (signal) => (stopHandler === undefined ? process.exit(0) : stopHandler(signal)),
+  force: (signal) => {
+    forceHandler?.(signal);
+    process.exit(1);
+  },
+});
 
 async function main(): Promise<void> {
   let config;
@@ -42,9 +47,19 @@ async function main(): Promise<void> {
   await warmPrompts();
   // Prompts rendered by the local TTS while Triton was down are rendered again in Triton's voice.
   loaded.triton?.readiness.onAllReady(() => void warmPrompts().catch(() => undefined));
+  // The durable store: PostgreSQL on DATABASE_URL, else embedded PGlite (PGLITE_DIR, or memory).
+  const db = await openDatabaseFromEnv(process.env, {
+    info: (msg) => logger.info({ component: 'store' }, msg),
+    warn: (msg) => logger.warn({ component: 'store' }, msg),
+    error: (msg) => logger.error({ component: 'store' }, msg),
+  });
+  const store = new CallStore(db);
+  const ledger = new CallLedger({ store, logger });
   // Ended calls → one post-call job each (BullMQ on REDIS_URL); live calls mirrored in Redis; calls
   // of a dead instance finished by the sweeper. POST_CALL=0 turns this off (e.g. no Redis at hand).
   const postCallSide = process.env['POST_CALL'] === '0' ? undefined : startPostCallSide(process.env, logger);
+  let worker: InProcessWorker | undefined;
+  if (postCallSide !== undefined && workerPlacement(process.env) === 'inline') worker = startInProcessWorker(process.env, store, logger);
   const server = await buildServer({
     config,
     engines,
@@ -52,22 +67,50 @@ async function main(): Promise<void> {
     ...serverEngineDeps(loaded),
     postCall: postCallSide?.postCall,
     mirror: postCallSide?.mirror,
+    ledger,
+    store,
     logger: { level: config.logLevel },
   });
   await server.app.listen({ port: config.port, host: config.host });
-  server.app.log.info({ publicUrl: config.publicUrl, agent: agents.fallback.profile.name, numbers: agents.numbers }, 'voice agent server ready');
+  server.app.log.info(
+    {
+      publicUrl: config.publicUrl,
+      agent: agents.fallback.profile.name,
+      numbers: agents.numbers,
+      database: process.env['DATABASE_URL']?.trim() ? 'postgresql' : 'pglite (embedded)',
+      event: 'server_ready',
+      postCallWorker: worker === undefined ? (postCallSide === undefined ? 'disabled (POST_CALL=0)' : 'separate (npm run worker)') : 'in-process',
+    },
+    'voice agent server ready',
+  );
 
-  let stopping = false;
+  /**
+   * SIGTERM: drain (see server.drain), then close in order — HTTP, the call rows still being
+   * written, the queue (delivering any job still pending), the in-process worker (finishing the
+   * job in hand), the database, the engines — and exit 0. A second signal (see stop-signals.ts) exits at once.
+   */
+  forceHandler = (signal) => server.app.log.warn({ signal }, 'second signal: exiting without finishing the drain');
   const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    server.app.log.info({ signal, calls: server.sessions.size }, 'shutting down');
-    server.startDraining();
-    void server.app
-      .close()
-      .then(() => postCallSide?.close())
-      .then(() => loaded.close())
-      .then(() => process.exit(0));
+    server.app.log.info({ signal, calls: server.sessions.size, drainTimeoutSeconds: config.drain.timeoutSeconds }, 'shutting down');
+    void (async () => {
+      try {
+        await server.drain(config.drain.timeoutSeconds * 1000);
+        await server.app.close();
+        await ledger.close();
+        const delivery = await postCallSide?.close();
+        if (delivery !== undefined && delivery.undelivered.length > 0) {
+          server.app.log.error({ event: 'post_call_undelivered', callSids: delivery.undelivered }, 'post-call jobs not delivered before exit; the sweeper files them from the mirror');
+        }
+        await worker?.close();
+        await db.close();
+        await loaded.close();
+        server.app.log.info({ event: 'shutdown_done' }, 'shut down cleanly');
+        process.exit(0);
+      } catch (error) {
+        server.app.log.error({ err: error instanceof Error ? error.message : String(error) }, 'unclean shutdown');
+        process.exit(1);
+      }
+    })();
   };
   stopHandler = stop;
 }

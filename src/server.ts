@@ -7,6 +7,7 @@ import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
+import { registerAnalystApi } from './api/index.js';
 import { llmFor, type AgentDirectory, type AgentEntry } from './agent/agent-directory.js';
 import { CallSession } from './agent/call-session.js';
 import type { ConversationSummarizer } from './agent/context-budget.js';
@@ -19,6 +20,8 @@ import twilioRoutes, { WS_MAX_PAYLOAD } from './telephony/twilio/routes.js';
 import type { LiveCallSnapshot } from './live/types.js';
 import type { PostCallJob } from './post-call/job.js';
 import { liveSnapshotFor, postCallJobFor, type CallMeta } from './post-call/session-job.js';
+import type { CallLedger } from './store/call-ledger.js';
+import type { CallStore } from './store/call-store.js';
 
 export interface ServerDeps {
   config: Config;
@@ -37,7 +40,18 @@ export interface ServerDeps {
   /** Where ended calls go for post-call processing (one job per call SID, however often it is told). */
   postCall?: { enqueue(job: PostCallJob): Promise<unknown> } | undefined;
   /** The Redis mirror of live calls (written off the audio path; never awaited). */
-  mirror?: { upsert(snapshot: LiveCallSnapshot): void; remove(callSid: string): void } | undefined;
+  mirror?:
+    | {
+        upsert(snapshot: LiveCallSnapshot): void;
+        remove(callSid: string): void;
+        /** Whether some instance still has the call live (Redis); throws when it cannot tell. */
+        isLiveAnywhere?(callSid: string): Promise<boolean>;
+      }
+    | undefined;
+  /** The durable store's server side: call rows at arrival, recording metadata, recording policy. */
+  ledger?: CallLedger | undefined;
+  /** The durable store, for the analysts' read API (`/v1`). */
+  store?: CallStore | undefined;
   /** Which engine serves each stage, for `/ready`. */
   describeEngines?: () => Record<string, string>;
   /** Defaults to a fresh scheduler; benchmarks pass one in to read its pacing figures. */
@@ -52,7 +66,31 @@ export interface VoiceServer {
   scheduler: PlayoutScheduler;
   /** Stop accepting calls; `/ready` turns false at once. */
   startDraining(): void;
+  /**
+   * Graceful drain: stop accepting calls, let the live ones finish, and after `timeoutMs` say the
+   * goodbye line and hang up on those still going; resolves once every ended call's post-call job
+   * was handed to the queue.
+   */
+  drain(timeoutMs: number): Promise<DrainOutcome>;
 }
+
+export interface DrainOutcome {
+  /** Calls live when the drain began. */
+  liveAtStart: number;
+  /** Of those, the ones hung up on when the drain timed out. */
+  hungUp: number;
+}
+
+/** Our number on a call: the called one inbound, the calling one outbound. */
+function ourNumber(call: { direction: 'inbound' | 'outbound'; from?: string | undefined; to?: string | undefined } | undefined): string | undefined {
+  if (call === undefined) return undefined;
+  return call.direction === 'inbound' ? call.to : call.from;
+}
+
+/** Longest wait for a goodbye-and-hang-up at the end of a drain before the session is ended outright. */
+const DRAIN_HANG_UP_GRACE_MS = 8000;
+/** How long an ended call's SID is remembered, so a late status callback does not file a second, empty job. */
+const RECENTLY_ENDED_MS = 10 * 60_000;
 
 export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
   const { config } = deps;
@@ -72,21 +110,79 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
     return engines;
   };
   const scheduler = deps.scheduler ?? new PlayoutScheduler();
+  const { ledger } = deps;
+
+  /** Post-call jobs being handed to the queue (a drain waits for them). */
+  const filing = new Set<Promise<void>>();
+  const recentlyEnded = new Map<string, number>();
+  const file = (job: PostCallJob): Promise<void> => {
+    const postCall = deps.postCall;
+    if (postCall === undefined) return Promise.resolve();
+    const pending = postCall.enqueue(job).then(
+      () => undefined,
+      (err: unknown) => app.log.error({ event: 'post_call_not_filed', callSid: job.callSid, err: err instanceof Error ? err.message : String(err) }, 'post-call job not filed'),
+    );
+    filing.add(pending);
+    void pending.finally(() => filing.delete(pending));
+    return pending;
+  };
 
   /** Mirrors the call while it lives; when it ends, files its post-call job (then drops the mirror). */
   const trackCall = (session: CallSession, meta: CallMeta): void => {
-    const { mirror, postCall } = deps;
+    const { mirror } = deps;
     if (mirror !== undefined) {
       mirror.upsert(liveSnapshotFor(session, meta));
       session.onEvent((event) => {
-        if (event.type === 'turn_decided' || event.type === 'first_frame' || event.type === 'interrupted') mirror.upsert(liveSnapshotFor(session, meta));
+        // A turn's caller text, the reply's start, and what of the reply was heard (all of it, or up to an interruption).
+        if (event.type === 'turn_decided' || event.type === 'first_frame' || event.type === 'interrupted' || event.type === 'utterance_done') {
+          mirror.upsert(liveSnapshotFor(session, meta));
+        }
       });
     }
     void session.endedPromise.then(async () => {
-      if (postCall !== undefined) await postCall.enqueue(postCallJobFor(session, meta));
+      const now = Date.now();
+      for (const [sid, at] of recentlyEnded) if (now - at > RECENTLY_ENDED_MS) recentlyEnded.delete(sid);
+      recentlyEnded.set(session.callId, now);
+      await file(postCallJobFor(session, meta));
       mirror?.remove(session.callId);
     });
   };
+
+  /**
+   * A final status for a call. Its live session here ends. A call with no session anywhere (the
+   * caller hung up before the stream opened) still gets its one job, with no turns, so its row is
+   * finished; a call live on another instance is that instance's to file (or its sweeper's).
+   */
+  const callFinished = async (callSid: string, status: string): Promise<void> => {
+    const session = sessions.get(callSid);
+    if (session !== undefined) return session.onStreamEnd(`status_${status}`);
+    if (recentlyEnded.has(callSid) || deps.postCall === undefined) return;
+    try {
+      if ((await deps.mirror?.isLiveAnywhere?.(callSid)) === true) return;
+    } catch (err) {
+      app.log.warn({ event: 'status_owner_unknown', callSid, err: err instanceof Error ? err.message : String(err) }, 'cannot tell whether another instance has the call; leaving it to its owner or the sweeper');
+      return;
+    }
+    if (sessions.get(callSid) !== undefined || recentlyEnded.has(callSid)) return;
+    const arrived = arrivals.get(callSid);
+    const now = new Date().toISOString();
+    app.log.info({ event: 'call_ended_without_stream', callSid, status }, 'call ended before its stream opened');
+    await file({
+      callSid,
+      provider: 'twilio',
+      direction: arrived?.direction ?? 'inbound',
+      ...(arrived?.from === undefined ? {} : { from: arrived.from }),
+      ...(arrived?.to === undefined ? {} : { to: arrived.to }),
+      ...(ourNumber(arrived) === undefined ? {} : { number: ourNumber(arrived) }),
+      startedAt: arrived?.at ?? now,
+      endedAt: now,
+      endReason: `status_${status}`,
+      turns: [],
+    });
+  };
+  /** What the voice webhook told us of calls not yet streaming (bounded; dropped once they stream or end). */
+  const arrivals = new Map<string, { from?: string | undefined; to?: string | undefined; direction: 'inbound' | 'outbound'; at: string }>();
+
   let draining = false;
 
   await app.register(formbody);
@@ -102,6 +198,7 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
     streamTokenSecret: config.streamTokenSecret,
     streamTokenTtlSeconds: config.streamTokenTtlSeconds,
     acceptingCalls: () => !draining,
+    declineWith: config.drain.newCalls,
     openSession: (start, transport, logger) => {
       const agent = deps.agents.forNumber(start.customParameters['to']);
       // While Triton is down, new calls start on the local engines and the script, instead of failing.
@@ -133,6 +230,7 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
         to: start.customParameters['to'],
         number: start.customParameters['to'],
       };
+      arrivals.delete(start.callSid);
       trackCall(session, meta);
       sessions.add(session);
       session.start();
@@ -141,7 +239,23 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
     findSession: (callSid) => sessions.get(callSid),
     recordEnding: (callSid, ending) => sessions.recordEnding(callSid, ending),
     takeEnding: (callSid) => sessions.takeEnding(callSid),
+    callArrived: (call) => {
+      if (arrivals.size >= 10_000) arrivals.delete(arrivals.keys().next().value as string);
+      arrivals.set(call.callSid, { from: call.from, to: call.to, direction: call.direction, at: new Date().toISOString() });
+      deps.ledger?.callStarted({ callSid: call.callSid, provider: 'twilio', direction: call.direction, from: call.from ?? null, to: call.to ?? null, number: ourNumber(call) ?? null });
+    },
+    callFinished: (callSid, status) => {
+      void callFinished(callSid, status).finally(() => arrivals.delete(callSid));
+    },
+    ...(ledger === undefined
+      ? {}
+      : {
+          recordingEnabled: (to: string | undefined) => ledger.recordingEnabled(to),
+          saveRecording: (recording) => ledger.saveRecording(recording),
+        }),
   });
+
+  if (deps.store !== undefined) await registerAnalystApi(app, { store: deps.store, apiKeys: config.apiKeys });
 
   app.get('/health', async () => ({ status: 'ok', calls: sessions.size }));
   app.get('/ready', async (_request, reply) => {
@@ -163,6 +277,35 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
     scheduler.stop();
   });
 
+  const drain = async (timeoutMs: number): Promise<DrainOutcome> => {
+    draining = true;
+    const live = sessions.all();
+    app.log.info({ event: 'drain_started', calls: live.length, timeoutMs }, 'draining: no new calls; waiting for live calls to end');
+    const allEnded = (): Promise<void> => Promise.all(live.map((session) => session.endedPromise)).then(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      allEnded().then(() => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    let hungUp = 0;
+    if (timedOut) {
+      for (const session of live) {
+        if (session.isEnded) continue;
+        hungUp++;
+        session.hangUpWithGoodbye('drain_timeout');
+      }
+      app.log.warn({ event: 'drain_timeout', hungUp }, 'drain timed out: saying goodbye and hanging up on the calls still live');
+      await Promise.race([allEnded(), new Promise((resolve) => setTimeout(resolve, DRAIN_HANG_UP_GRACE_MS).unref())]);
+      for (const session of live) session.end('drain_timeout');
+    }
+    // Every ended call's job handed to the queue (which keeps it pending through a Redis outage).
+    await new Promise((resolve) => setImmediate(resolve));
+    await Promise.allSettled([...filing]);
+    app.log.info({ event: 'drain_done', calls: live.length, hungUp }, 'drain done: every call ended and its post-call job filed');
+    return { liveAtStart: live.length, hungUp };
+  };
+
   return {
     app,
     sessions,
@@ -170,5 +313,6 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
     startDraining: () => {
       draining = true;
     },
+    drain,
   };
 }

@@ -81,6 +81,8 @@ export type SessionEvent =
   | { type: 'interrupted'; atMs: number; heardText: string }
   | { type: 'turn_decided'; atMs: number }
   | { type: 'first_frame'; atMs: number; utteranceId: number }
+  /** An utterance played to its end: its text is now in the conversation (and the turn record). */
+  | { type: 'utterance_done'; atMs: number; utteranceId: number }
   | { type: 'dtmf'; digit: string }
   | { type: 'degraded'; stage: string; reason: string }
   | { type: 'speculation'; outcome: 'started' | 'adopted' | 'cancelled'; text: string }
@@ -775,6 +777,7 @@ export class CallSession implements CallEventSink {
   private onUtteranceDone(utterance: AgentUtterance): void {
     this.finishUtterance(utterance);
     if (this.current === utterance) this.current = undefined;
+    this.emit({ type: 'utterance_done', atMs: performance.now(), utteranceId: utterance.id });
     this.dispatch({ type: 'agent_done' });
     const pending = this.pendingEnding;
     if (pending !== undefined && utterance.kind !== 'greeting') {
@@ -816,15 +819,23 @@ export class CallSession implements CallEventSink {
   private onMaxDuration(): void {
     if (this.ended) return;
     this.logger.warn({ event: 'max_duration', seconds: this.timing.maxCallSeconds }, 'call reached its maximum duration');
+    this.hangUpWithGoodbye('max_duration');
+  }
+
+  /**
+   * Ends the call from our side (maximum duration, a drain that ran out of time): the goodbye line
+   * cuts whatever was playing, and the call hangs up once it has played, or after a few seconds.
+   */
+  hangUpWithGoodbye(reason: string): void {
+    if (this.ended || this.pendingEnding !== undefined) return;
     const hangUp = (): void => {
       if (this.ended) return;
-      this.transport.finish({ kind: 'hang_up', reason: 'max_duration' });
-      this.end('max_duration');
+      this.transport.finish({ kind: 'hang_up', reason });
+      this.end(reason);
     };
     if (this.profile.goodbye === undefined) return hangUp();
-    // Say goodbye first (cut whatever was playing); hang up when it has played, or after a few seconds.
     this.stopOutput(performance.now());
-    this.pendingEnding = { ending: { kind: 'hang_up', reason: 'max_duration' }, endReason: 'max_duration' };
+    this.pendingEnding = { ending: { kind: 'hang_up', reason }, endReason: reason };
     this.speakFixed(this.profile.goodbye, 'prompt');
     setTimeout(hangUp, GOODBYE_GRACE_MS).unref();
   }

@@ -182,6 +182,12 @@ export class CallMirror {
     return this.live.has(callSid);
   }
 
+  /** Whether any instance (this one included) mirrors the call as live. Throws when Redis cannot answer. */
+  async isLiveAnywhere(callSid: string): Promise<boolean> {
+    if (this.live.has(callSid)) return true;
+    return (await this.redis.exists(this.keys.call(callSid))) === 1;
+  }
+
   /**
    * Wait until nothing is pending (true) or the timeout passes (false). Never throws.
    * Used by close(); handy for tests and drains.

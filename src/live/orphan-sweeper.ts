@@ -51,6 +51,8 @@ export interface SweepResult {
 export interface OrphanSweeperStats {
   ticks: number;
   tickErrors: number;
+  /** Ticks skipped because Redis was not connected (starting up, or an outage). */
+  ticksDisconnected: number;
   finished: number;
   failed: number;
   pruned: number;
@@ -98,7 +100,7 @@ export class OrphanSweeper {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private started = false;
-  private readonly counters: OrphanSweeperStats = { ticks: 0, tickErrors: 0, finished: 0, failed: 0, pruned: 0 };
+  private readonly counters: OrphanSweeperStats = { ticks: 0, tickErrors: 0, ticksDisconnected: 0, finished: 0, failed: 0, pruned: 0 };
 
   constructor(options: OrphanSweeperOptions) {
     this.redis = options.redis;
@@ -237,6 +239,11 @@ export class OrphanSweeper {
 
   private async tick(): Promise<void> {
     this.counters.ticks++;
+    // Not connected (yet, or during an outage): nothing to sweep with; the next tick tries again.
+    if (this.redis.status !== 'ready') {
+      this.counters.ticksDisconnected++;
+      return;
+    }
     try {
       await this.sweepOnce();
     } catch (err) {

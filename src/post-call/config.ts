@@ -12,6 +12,10 @@ import {
 import { DEFAULT_CHUNK_TOKENS, DEFAULT_LLM_TIMEOUT_MS } from './analysis.js';
 
 export const DEFAULT_CONCURRENCY = 4;
+/** BullMQ's defaults: an active job's lock (renewed at half of it while the job runs) … */
+export const DEFAULT_LOCK_MS = 30_000;
+/** … and how often jobs whose worker died (lock expired) are looked for and put back. */
+export const DEFAULT_STALLED_INTERVAL_MS = 30_000;
 
 export type PostCallLlmConfig =
   | { kind: 'openai'; url: string; model: string; apiKey?: string }
@@ -29,6 +33,10 @@ export interface PostCallWorkerConfig extends PostCallQueueConfig {
   /** Required by the worker (PGlite cannot be shared across processes). */
   databaseUrl: string | undefined;
   concurrency: number;
+  /** POST_CALL_LOCK_MS: lock time per active job (BullMQ's lockDuration). */
+  lockDurationMs: number;
+  /** POST_CALL_STALLED_INTERVAL_MS: how often stalled jobs are looked for (BullMQ's stalledInterval). */
+  stalledIntervalMs: number;
   llm: PostCallLlmConfig;
   llmTimeoutMs: number;
   chunkTokens: number;
@@ -85,8 +93,10 @@ export function queueOptionsFrom(config: PostCallQueueConfig): PostCallQueueOpti
 /**
  * The worker's settings: the queue's, plus DATABASE_URL, POST_CALL_CONCURRENCY (default 4), the
  * LLM (LLM_URL + LLM_MODEL [+ LLM_API_KEY] for an OpenAI-compatible endpoint, or LLM_ENGINE=triton
- * with TRITON_URL; neither: extractive fallback), POST_CALL_LLM_TIMEOUT_MS, POST_CALL_CHUNK_TOKENS
- * and LOG_LEVEL. Throws PostCallConfigError listing every problem.
+ * with TRITON_URL; neither: extractive fallback), POST_CALL_LLM_TIMEOUT_MS, POST_CALL_CHUNK_TOKENS,
+ * POST_CALL_LOCK_MS and POST_CALL_STALLED_INTERVAL_MS (how soon a job whose worker died is run
+ * again: at most about lock + 2 × interval later; both default 30 s) and LOG_LEVEL. Throws
+ * PostCallConfigError listing every problem.
  */
 export function readPostCallWorkerConfig(env: NodeJS.ProcessEnv = process.env): PostCallWorkerConfig {
   const problems: string[] = [];
@@ -120,6 +130,8 @@ export function readPostCallWorkerConfig(env: NodeJS.ProcessEnv = process.env): 
     ...(queue ?? { redisUrl: DEFAULT_REDIS_URL, prefix: DEFAULT_QUEUE_PREFIX, attempts: DEFAULT_ATTEMPTS, backoffDelayMs: DEFAULT_BACKOFF_MS }),
     databaseUrl: read.string('DATABASE_URL'),
     concurrency: read.int('POST_CALL_CONCURRENCY', DEFAULT_CONCURRENCY, 1, 256),
+    lockDurationMs: read.int('POST_CALL_LOCK_MS', DEFAULT_LOCK_MS, 1000, 3_600_000),
+    stalledIntervalMs: read.int('POST_CALL_STALLED_INTERVAL_MS', DEFAULT_STALLED_INTERVAL_MS, 500, 3_600_000),
     llm,
     llmTimeoutMs: read.int('POST_CALL_LLM_TIMEOUT_MS', DEFAULT_LLM_TIMEOUT_MS, 100, 3_600_000),
     chunkTokens: read.int('POST_CALL_CHUNK_TOKENS', DEFAULT_CHUNK_TOKENS, 100, 1_000_000),

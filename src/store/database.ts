@@ -138,7 +138,10 @@ async function openPostgres(url: string, options: OpenDatabaseOptions): Promise<
     return current;
   });
 
-  const pool = new pg.Pool({ ...connection, max: options.poolMax ?? 10 });
+  // A database that vanishes silently (packets dropped, not refused) must fail a connect in
+  // seconds, and a half-open connection must be noticed: otherwise a job or a call-row write
+  // hangs for minutes instead of failing into its retry.
+  const pool = new pg.Pool({ ...connection, max: options.poolMax ?? 10, connectionTimeoutMillis: 10_000, keepAlive: true, keepAliveInitialDelayMillis: 10_000 });
   // An idle connection that breaks (server restart, network) must not crash the process: the
   // pool drops it and the next query gets a fresh one.
   pool.on('error', (err) => logger.warn(`postgres pool: idle connection error: ${err.message}`));
@@ -158,6 +161,12 @@ async function openPostgres(url: string, options: OpenDatabaseOptions): Promise<
     async transaction<R>(fn: (tx: Queryable) => Promise<R>): Promise<R> {
       const client = await pool.connect();
       let broken: Error | undefined;
+      // A checked-out client has no pool listener, and pg emits 'error' on it when its connection
+      // drops (besides failing the query in flight): unheard, that event would crash the process.
+      const onError = (err: Error): void => {
+        broken ??= err;
+      };
+      client.on('error', onError);
       try {
         await client.query('BEGIN');
         const result = await fn(asQueryable(client));
@@ -169,7 +178,8 @@ async function openPostgres(url: string, options: OpenDatabaseOptions): Promise<
         });
         throw err;
       } finally {
-        // A connection whose rollback failed is in an unknown state: destroy it, not reuse it.
+        // A connection whose rollback failed (or that dropped) is in an unknown state: destroy it, not reuse it.
+        client.removeListener('error', onError);
         client.release(broken);
       }
     },

@@ -2,3 +2,4 @@
 export * from './database.js';
 export * from './call-store.js';
 export * from './types.js';
+export * from './call-ledger.js';

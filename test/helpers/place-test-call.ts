@@ -28,15 +28,41 @@ export async function placeTestCall(server: RunningServer, options: Omit<Paramet
   }
 }
 
-/** Posts a Twilio status callback for `callSid`, signed as Twilio signs it. */
-export function postStatusCallback(server: RunningServer, callSid: string, status: string, duration = '1'): Promise<Response> {
-  const params = { CallSid: callSid, AccountSid: 'AC0123456789abcdef0123456789abcdef', CallStatus: status, CallDuration: duration };
-  return fetch(`${server.url}/twilio/status`, {
+/** POSTs a form to one of the server's webhooks, signed as Twilio signs it. */
+export function postSignedForm(server: { url: string }, path: string, params: Record<string, string>): Promise<Response> {
+  return fetch(`${server.url}${path}`, {
     method: 'POST',
     headers: {
       'content-type': 'application/x-www-form-urlencoded',
-      'x-twilio-signature': twilio.getExpectedTwilioSignature(TEST_AUTH_TOKEN, `${server.url}/twilio/status`, params),
+      'x-twilio-signature': twilio.getExpectedTwilioSignature(TEST_AUTH_TOKEN, `${server.url}${path}`, params),
     },
     body: new URLSearchParams(params).toString(),
   });
+}
+
+export const TEST_ACCOUNT_SID = 'AC0123456789abcdef0123456789abcdef';
+
+/** Posts a Twilio status callback for `callSid`, signed as Twilio signs it. */
+export function postStatusCallback(server: { url: string }, callSid: string, status: string, duration = '1'): Promise<Response> {
+  return postSignedForm(server, '/twilio/status', { CallSid: callSid, AccountSid: TEST_ACCOUNT_SID, CallStatus: status, CallDuration: duration });
+}
+
+/** Posts a recording status callback (the fields of Twilio's recordingStatusCallback), signed. */
+export function postRecordingCallback(
+  server: { url: string },
+  fields: { callSid: string; recordingSid: string; status: 'in-progress' | 'completed' | 'absent'; durationSeconds?: number },
+): Promise<Response> {
+  const params: Record<string, string> = {
+    AccountSid: TEST_ACCOUNT_SID,
+    CallSid: fields.callSid,
+    RecordingSid: fields.recordingSid,
+    RecordingUrl: `https://api.twilio.com/2010-04-01/Accounts/${TEST_ACCOUNT_SID}/Recordings/${fields.recordingSid}`,
+    RecordingStatus: fields.status,
+    RecordingChannels: '2',
+    RecordingStartTime: new Date().toUTCString(),
+    RecordingSource: 'StartCallRecordingTwiML',
+    RecordingTrack: 'both',
+    ...(fields.durationSeconds === undefined ? {} : { RecordingDuration: String(fields.durationSeconds) }),
+  };
+  return postSignedForm(server, '/twilio/recording', params);
 }

@@ -7,6 +7,7 @@ import { loadEngines, serverEngineDeps, type LoadedEngines } from '../../src/eng
 import type { SharedEngines } from '../../src/engines/types.js';
 import { buildServer, type VoiceServer } from '../../src/server.js';
 import { startPostCallSide, type PostCallSide } from '../../src/post-call/server-side.js';
+import { CallLedger, type CallStore } from '../../src/store/index.js';
 
 export const TEST_AUTH_TOKEN = 'test-auth-token-0123456789abcdef';
 
@@ -20,7 +21,16 @@ export interface RunningServer extends VoiceServer {
   close(): Promise<void>;
 }
 
-export async function startVoiceServer(env: Record<string, string> = {}, engineOverrides: Partial<SharedEngines> = {}): Promise<RunningServer> {
+export interface VoiceServerExtras {
+  /** The durable store: call rows at arrival, recording callbacks, the read API. */
+  store?: CallStore;
+}
+
+export async function startVoiceServer(
+  env: Record<string, string> = {},
+  engineOverrides: Partial<SharedEngines> = {},
+  extras: VoiceServerExtras = {},
+): Promise<RunningServer> {
   const config = loadConfig({
     PORT: '0',
     HOST: '127.0.0.1',
@@ -54,6 +64,7 @@ export async function startVoiceServer(env: Record<string, string> = {}, engineO
     ...serverEngineDeps(loaded),
     postCall: postCallSide?.postCall,
     mirror: postCallSide?.mirror,
+    ...(extras.store === undefined ? {} : { store: extras.store, ledger: new CallLedger({ store: extras.store, logger }) }),
     logger: { level: config.logLevel },
   });
   await server.app.listen({ port: probe, host: '127.0.0.1' });

@@ -8,9 +8,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CallMirror, type CallMirrorOptions } from '../../src/live/call-mirror.js';
 import { liveKeys } from '../../src/live/keys.js';
 import { parseMirroredCall, type LiveCallSnapshot, type MirroredCall } from '../../src/live/types.js';
+import { REDIS_URL } from '../helpers/test-services.js';
 
 // Real Redis; every key under a prefix unique to this run of this file.
-const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PREFIX = `test:live-mirror:${randomBytes(4).toString('hex')}:`;
 const keys = liveKeys(PREFIX);
 

@@ -13,8 +13,8 @@ import { InvalidPostCallJobError, parsePostCallJob, postCallJobId, type PostCall
 import { PostCallProcessor } from '../../src/post-call/processor.js';
 import { CallStore, openDatabase, type Db } from '../../src/store/index.js';
 import { OpenAiStandIn } from '../helpers/openai-stand-in.js';
+import { PG_URL } from '../helpers/test-services.js';
 
-const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const schema = `post_call_proc_${randomBytes(5).toString('hex')}`;
 
 let db: Db;

@@ -15,9 +15,8 @@ import { PostCallProcessor } from '../../src/post-call/processor.js';
 import { PostCallQueue } from '../../src/post-call/queue.js';
 import { startPostCallWorker, type PostCallWorker } from '../../src/post-call/worker.js';
 import { CallStore, openDatabase, type Db } from '../../src/store/index.js';
+import { PG_URL, REDIS_URL } from '../helpers/test-services.js';
 
-const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const REDIS_PORT = Number(new URL(REDIS_URL).port || 6379);
 const schema = `post_call_queue_${randomBytes(5).toString('hex')}`;
 const prefix = `pctest_${randomBytes(5).toString('hex')}`;

@@ -59,4 +59,32 @@ describe('post-call job from the server', () => {
     // The live mirror held the call while it lived and dropped it once the job was filed.
     await expect.poll(() => server.postCallSide!.mirror.has(session.callId), { timeout: 3000 }).toBe(false);
   });
+
+  it("mirrors the reply's text as soon as it has played, before the caller speaks again", async () => {
+    const speech = await phoneSpeech(RECORDINGS.illDisposed);
+    const { Redis } = await import('ioredis');
+    const redis = new Redis('redis://127.0.0.1:6379');
+    const { parseMirroredCall } = await import('../../src/live/types.js');
+    let callSid: string | undefined;
+    const off = server.sessions.onStarted((s) => (callSid = s.callId));
+    let mirroredReply = '';
+    const probe = setInterval(() => {
+      if (callSid === undefined) return;
+      void redis.get(`${prefix}:live:call:${callSid}`).then((raw) => {
+        if (raw === null || server.sessions.get(callSid!) === undefined) return;
+        const agent = parseMirroredCall(raw)?.turns.find((t) => t.speaker === 'agent');
+        if (agent !== undefined && agent.text !== '') mirroredReply = agent.text;
+      });
+    }, 100);
+    try {
+      // One utterance, then silence: no later turn would carry the reply's text into the mirror.
+      const { session } = await placeTestCall(server, { audio: timeline(5000, [[1000, speech]]), idleHangUpMs: 2500 });
+      expect(session.turns[0]?.assistantText).not.toBe('');
+      expect(mirroredReply).toBe(session.turns[0]?.assistantText);
+    } finally {
+      clearInterval(probe);
+      off();
+      await redis.quit();
+    }
+  });
 });

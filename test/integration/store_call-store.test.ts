@@ -3,9 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CallNotFoundError, CallStore, InvalidCursorError } from '../../src/store/call-store.js';
 import { openDatabase, type Db } from '../../src/store/database.js';
 import type { TurnInput } from '../../src/store/types.js';
+import { PG_URL } from '../helpers/test-services.js';
 
 // The same suite against the real PostgreSQL (a fresh schema, dropped after) and in-memory PGlite.
-const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 interface Backend {
   name: string;
@@ -359,9 +359,15 @@ describe.each(backends)('CallStore on $name', (backend) => {
       const everything = await store.listCalls({ number, limit: 100 });
       expect(everything.nextCursor).toBeNull();
       expect(everything.calls).toHaveLength(sids.length);
-      const expected = [...everything.calls]
-        .sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime() || (a.callSid < b.callSid ? 1 : a.callSid > b.callSid ? -1 : 0))
-        .map((c) => c.callSid);
+      // Newest first (the database orders by microseconds; a JS Date holds milliseconds, so two
+      // calls started "now" within one millisecond are only ordered by the database).
+      const times = everything.calls.map((c) => c.startedAt.getTime());
+      expect(times).toEqual([...times].sort((a, b) => b - a));
+      // Ties on the same start (the three at +1000 ms) by call SID, descending.
+      const tied = everything.calls.filter((c) => c.startedAt.getTime() === Date.parse('2025-04-01T12:00:01.000Z')).map((c) => c.callSid);
+      expect(tied).toHaveLength(3);
+      expect(tied).toEqual([...tied].sort().reverse());
+      const expected = everything.calls.map((c) => c.callSid);
       for (const limit of [1, 2, 3, 4]) {
         const pages = await allPages({ number, limit });
         expect(pages.flat()).toEqual(expected);

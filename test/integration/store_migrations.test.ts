@@ -6,9 +6,9 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CallStore } from '../../src/store/call-store.js';
 import { MIGRATIONS_DIR, MIGRATIONS_TABLE, openDatabase, type Db } from '../../src/store/database.js';
+import { PG_URL } from '../helpers/test-services.js';
 
 // The real PostgreSQL (trust auth); each run works in fresh schemas of its own, dropped after.
-const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const TABLES = ['calls', 'numbers', 'post_call_results', 'recordings', 'turns'];
 
 async function migrationNames(db: Db): Promise<string[]> {

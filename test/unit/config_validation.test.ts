@@ -12,6 +12,15 @@ describe('configuration', () => {
     expect(config.llm).toBeUndefined();
   });
 
+  it('drains for 300 s by default and validates DRAIN_TIMEOUT, DRAIN_NEW_CALLS and API_KEYS', () => {
+    expect(loadConfig(base).drain).toEqual({ timeoutSeconds: 300, newCalls: 'decline' });
+    expect(loadConfig(base).apiKeys.size).toBe(0);
+    expect(loadConfig({ ...base, API_KEYS: 'analyst-key-0123456789:analyst,admin-key-0123456789ab:admin' }).apiKeys.size).toBe(2);
+    expect(() => loadConfig({ ...base, DRAIN_TIMEOUT: 'soon' })).toThrow(/DRAIN_TIMEOUT/);
+    expect(() => loadConfig({ ...base, DRAIN_NEW_CALLS: 'busy' })).toThrow(/DRAIN_NEW_CALLS/);
+    expect(() => loadConfig({ ...base, API_KEYS: 'analyst-key-0123456789:root' })).toThrow(/API_KEYS/);
+  });
+
   it('refuses to start without TWILIO_AUTH_TOKEN unless unsigned webhooks are allowed explicitly', () => {
     expect(() => loadConfig({ AGENT_SCRIPT: base.AGENT_SCRIPT })).toThrow(/TWILIO_AUTH_TOKEN is not set/);
     expect(loadConfig({ AGENT_SCRIPT: base.AGENT_SCRIPT, ALLOW_UNSIGNED_WEBHOOKS: '1' }).allowUnsignedWebhooks).toBe(true);

@@ -147,4 +147,36 @@ describe('health and readiness', () => {
     server.startDraining();
     expect((await server.app.inject({ url: '/ready' })).statusCode).toBe(503);
   });
+
+  it('while draining, answers a new call with a spoken apology and a hang-up, never a stream', async () => {
+    const response = await post('/twilio/voice', form, sign('/twilio/voice', form));
+    expect(response.statusCode).toBe(200);
+    expect(response.body).toMatch(/<Say>[^<]+<\/Say><Hangup\/>/);
+    expect(response.body).not.toContain('<Stream');
+  });
+});
+
+describe('DRAIN_NEW_CALLS=unavailable', () => {
+  it("answers 503 while draining, so Twilio's Fallback URL takes the call", async () => {
+    const engines = inertEngines();
+    const config = loadConfig({ TWILIO_AUTH_TOKEN: TOKEN, PUBLIC_URL: 'http://127.0.0.1:1', AGENT_SCRIPT: 'examples/agent-script.json', DRAIN_NEW_CALLS: 'unavailable' });
+    const draining = await buildServer({ config, engines, agents: AgentDirectory.load('examples/agent-script.json'), prompts: new PromptCache(engines.tts), logger: false });
+    try {
+      const inject = () =>
+        draining.app.inject({
+          method: 'POST',
+          url: '/twilio/voice',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': sign('/twilio/voice', form) },
+          payload: new URLSearchParams(form).toString(),
+        });
+      expect((await inject()).statusCode).toBe(200);
+      const outcome = await draining.drain(0);
+      expect(outcome).toEqual({ liveAtStart: 0, hungUp: 0 });
+      const refused = await inject();
+      expect(refused.statusCode).toBe(503);
+      expect(refused.headers['retry-after']).toBe('5');
+    } finally {
+      await draining.app.close();
+    }
+  });
 });

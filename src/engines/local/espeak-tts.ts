@@ -47,7 +47,7 @@ export class EspeakTts implements Tts {
   private async *synthesizeSegment(text: string, segment: number, voice: string, signal: AbortSignal): AsyncIterable<TtsChunk> {
     if (signal.aborted) return;
     // Text goes through stdin, never argv: nothing the LLM says can become an option.
-    const child = spawn(this.binary, ['--stdout', '-v', voice, '-s', String(this.rate)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(this.binary, ['--stdout', '-v', voice, '-s', String(this.rate)], { stdio: ['pipe', 'pipe', 'pipe'], detached: true }); // see pocketsphinx-asr.ts: group signals must not cut a drain's prompts
     const abort = (): void => void child.kill('SIGKILL');
     signal.addEventListener('abort', abort, { once: true });
     const exited = new Promise<{ code: number | null; error?: Error }>((resolve) => {

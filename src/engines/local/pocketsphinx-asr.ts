@@ -297,7 +297,10 @@ class Worker {
     private readonly finalTimeoutMs: number,
     private readonly logger: PocketsphinxAsrLogger,
   ) {
-    this.proc = spawn(binaryPath, [...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // Its own process group: a Ctrl-C or a group-wide SIGTERM (npm, tsx, `timeout` all signal the
+    // whole group) must not kill the recognizers of calls still draining. It exits on stdin's EOF,
+    // so it still goes when this process does, however that dies.
+    this.proc = spawn(binaryPath, [...args], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     this.pid = this.proc.pid;
     this.proc.stdin.on('error', () => {}); // EPIPE after a crash; 'exit' reports the crash
     this.proc.stdout.setEncoding('utf8');
