@@ -100,12 +100,15 @@ describe('SIGTERM with 5 live calls', () => {
     expect(results.slice(3).map((r) => r.closedBy)).toEqual(['server', 'server']);
     for (const result of results.slice(3)) {
       expect(result.durationMs).toBeGreaterThan(DRAIN_TIMEOUT_S * 1000);
-      // The goodbye: audio in the last moments before the hang-up, long after the reply ended.
-      const media = result.messages.filter((m) => m.event === 'media');
-      const goodbye = media.filter((m) => m.atMs > result.durationMs - 2500);
-      const reply = media.filter((m) => m.atMs < result.durationMs - 4000);
+      // The goodbye: the last unbroken run of audio (after the reply ended, or after the `clear`
+      // that cut it), played out just before the hang-up and only once the drain timed out.
+      const goodbye = lastRunOfMedia(result);
+      const reply = result.messages.filter((m) => m.event === 'media' && m.atMs < goodbye[0]!.atMs);
       expect(reply.length).toBeGreaterThan(0);
-      expect(goodbye.length).toBeGreaterThan(10); // ≥ 200 ms of speech at 20 ms per message
+      expect(goodbye.length).toBeGreaterThan(50); // "We are closing this line now, goodbye." ≥ 1 s at 20 ms per message
+      // Each stream started before the SIGTERM, so the drain timed out at least DRAIN_TIMEOUT into it.
+      expect(goodbye[0]!.atMs).toBeGreaterThan(DRAIN_TIMEOUT_S * 1000);
+      expect(result.durationMs - goodbye.at(-1)!.atMs).toBeLessThan(1500);
     }
     expect(running.events('drain_timeout')[0]).toMatchObject({ hungUp: 2 });
     expect(running.events('drain_done')).toHaveLength(1);
@@ -125,3 +128,12 @@ describe('SIGTERM with 5 live calls', () => {
     expect(rows[0]).toEqual({ calls: '5', results: '5' });
   });
 });
+
+/** The media messages after the last `clear` or the last gap of more than 300 ms, whichever is later. */
+function lastRunOfMedia(result: CallResult): CallResult['messages'] {
+  const media = result.messages.filter((m) => m.event === 'media');
+  const lastClear = result.clears.at(-1) ?? -Infinity;
+  let start = media.length - 1;
+  while (start > 0 && media[start - 1]!.atMs > lastClear && media[start]!.atMs - media[start - 1]!.atMs < 300) start--;
+  return media.slice(start);
+}
