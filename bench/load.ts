@@ -25,9 +25,11 @@
  *   - diagnostic: our server with a no-op VAD at 20 ms, to split the VAD's share of our CPU
  *
  *   npx tsx bench/load.ts [--frames 20,40,60] [--calls 50,200] [--seconds 15]
+ *   BENCH_CPU_PROFILE=/tmp/profiles npx tsx bench/load.ts …   (a .cpuprofile per case's window)
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -292,8 +294,17 @@ async function measure(probe: Probe, windowS: number, warmupS: number, noiseDbfs
     const elu0 = performance.eventLoopUtilization();
     const cpu0 = processCpuMs().usage;
     const t0 = performance.now();
+    const profiling = await startWindowProfile();
+    const threads0 = threadCpuMs();
     child.send({ type: 'measure-start' });
     await sleep(windowS * 1000);
+    await profiling?.stop(`${probe.server}-${probe.frameMs}ms-${probe.calls}calls`);
+    if (process.env['BENCH_THREADS'] === '1') {
+      const threads1 = threadCpuMs();
+      const byName = new Map<string, number>();
+      for (const [tid, t] of threads1) byName.set(t.name, (byName.get(t.name) ?? 0) + t.ms - (threads0.get(tid)?.ms ?? 0));
+      console.log(`  ${probe.server} × ${probe.calls}: CPU by thread (ms per call-second): ${[...byName].filter(([, ms]) => ms > 0).map(([name, ms]) => `${name} ${fmt(ms / (probe.calls * windowS), 2)}`).join(', ')}`);
+    }
     const { ms: cpuMs, usage: cpuDelta } = processCpuMs(cpu0);
     const wallS = (performance.now() - t0) / 1000;
     const elu = performance.eventLoopUtilization(elu0).utilization;
@@ -367,6 +378,44 @@ async function measure(probe: Probe, windowS: number, warmupS: number, noiseDbfs
   } finally {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   }
+}
+
+/**
+ * With BENCH_CPU_PROFILE=<dir>, the measurement window of each case is profiled (this thread only:
+ * the server or the floor, not the callers or the VAD's thread) into <dir>/<case>.cpuprofile.
+ */
+async function startWindowProfile(): Promise<{ stop: (name: string) => Promise<void> } | undefined> {
+  const dir = process.env['BENCH_CPU_PROFILE'];
+  if (dir === undefined || dir === '') return undefined;
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  return {
+    stop: async (name) => {
+      const { profile } = await session.post('Profiler.stop');
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, `${name}.cpuprofile`), JSON.stringify(profile));
+      session.disconnect();
+    },
+  };
+}
+
+/** CPU ms per thread of this process (Linux /proc), by thread id, with the thread's name. */
+function threadCpuMs(): Map<string, { name: string; ms: number }> {
+  const out = new Map<string, { name: string; ms: number }>();
+  try {
+    for (const tid of readdirSync('/proc/self/task')) {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      const name = tid === String(process.pid) ? 'main' : `other ${stat.slice(stat.indexOf('(') + 1, close).replace(/[0-9]+$/, '#')}`;
+      const fields = stat.slice(close + 2).split(' ');
+      out.set(tid, { name, ms: ((Number(fields[11]) + Number(fields[12])) * 1000) / 100 });
+    }
+  } catch {
+    // not Linux: no per-thread figures
+  }
+  return out;
 }
 
 async function waitForDrain(server: RunningServer, timeoutMs: number): Promise<void> {

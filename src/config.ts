@@ -57,6 +57,8 @@ export interface Config {
     minSpeechMs: number;
     bargeInMinSpeechMs: number;
     vadThreshold: number;
+    /** Chunks of silence and steady line noise skip the VAD model (see speech-gate.ts). */
+    vadNoiseGate: boolean;
   };
   audio: {
     outboundFrameMs: OutboundFrameMs;
@@ -235,6 +237,7 @@ export function loadConfig(env: Env = process.env): Config {
       minSpeechMs: read.int('MIN_SPEECH_MS', 100, 0, 2000),
       bargeInMinSpeechMs: read.int('BARGE_IN_MIN_SPEECH_MS', 150, 0, 2000),
       vadThreshold: read.number('VAD_THRESHOLD', 0.5, 0.05, 0.99),
+      vadNoiseGate: read.choice('VAD_NOISE_GATE', ['on', 'off'] as const, 'on') === 'on',
     },
     audio: {
       outboundFrameMs: outboundFrameMs as OutboundFrameMs,

@@ -84,6 +84,8 @@ export async function loadEngines(config: Config, logger: Logger): Promise<Loade
       : localVad;
   const vad = new SileroVad(vadInference, {
     maxBacklogMs: config.audio.inboundBufferMs,
+    // The gate's hold must start below the turn threshold, or a soft onset could be gated out.
+    speechGate: config.turn.vadNoiseGate ? { holdProbability: Math.min(0.3, config.turn.vadThreshold * 0.6) } : false,
     onError: (error) => logger.error({ event: 'vad_failed', err: error.message }, 'speech detection failed'),
   });
 

@@ -12,9 +12,9 @@ beforeAll(async () => {
 });
 afterAll(async () => vad?.close());
 
-async function run(streams: Int16Array[]): Promise<VadResult[][]> {
+async function run(streams: Int16Array[], on: SileroVad = vad): Promise<VadResult[][]> {
   const results = streams.map(() => [] as VadResult[]);
-  const handles = streams.map((_, i) => vad.createStream((r) => results[i]!.push(r)));
+  const handles = streams.map((_, i) => on.createStream((r) => results[i]!.push(r)));
   const frames = Math.max(...streams.map((s) => s.length)) / 160;
   for (let f = 0; f < frames; f++) {
     streams.forEach((pcm, i) => handles[i]!.push(pcm.subarray(f * 160, f * 160 + 160)));
@@ -63,6 +63,32 @@ describe('Silero VAD (shared, batched)', () => {
     expect(vad.stats.gatedChunks - before.gatedChunks).toBe(results!.length);
   });
 
+  it('on a noisy line, skips the steady noise and still finds the speech where the model alone does', async () => {
+    const ungated = await SileroVad.load({ maxBacklogMs: 60_000, speechGate: false });
+    try {
+      const speech = await phoneSpeech(RECORDINGS.illDisposed);
+      const line = withNoise(timeline(8000, [[3000, speech]]), -50);
+      const before = { ...vad.stats };
+      const [gated] = await run([line]);
+      const inferred = vad.stats.chunks - before.chunks;
+      const [reference] = await run([line], ungated);
+      const speechChunks = (results: VadResult[]): number[] => results.flatMap((r, i) => (r.probability >= 0.5 ? [i] : []));
+      const withGate = speechChunks(gated!);
+      const alone = speechChunks(reference!);
+      expect(alone.length).toBeGreaterThan(20);
+      // Same onset, same end, same speech in between (to a chunk or two of the model's own wobble).
+      expect(Math.abs(withGate[0]! - alone[0]!)).toBeLessThanOrEqual(1);
+      expect(Math.abs(withGate.at(-1)! - alone.at(-1)!)).toBeLessThanOrEqual(2);
+      expect(Math.abs(withGate.length - alone.length)).toBeLessThanOrEqual(3);
+      // The 3 s of noise before the words and the ~2.5 s after them cost almost no inference.
+      const speechSpan = alone.at(-1)! - alone[0]! + 1;
+      expect(inferred).toBeLessThan(speechSpan + 40);
+      expect(inferred).toBeLessThan(reference!.length / 2);
+    } finally {
+      await ungated.close();
+    }
+  });
+
   it('reports a dead inference thread as a failure instead of leaving calls waiting on it', async () => {
     const dying = await SileroVad.load({ onError: () => {} });
     const speech = await phoneSpeech(RECORDINGS.amiable);
@@ -80,3 +106,14 @@ describe('Silero VAD (shared, batched)', () => {
     await dying.close();
   });
 });
+
+/** The line's steady noise: Gaussian, at `dbfs` RMS, added to the signal (seeded, so runs repeat). */
+function withNoise(signal: Int16Array, dbfs: number): Int16Array {
+  const rms = 32768 * 10 ** (dbfs / 20);
+  let seed = 12345;
+  const uniform = (): number => ((seed = (seed * 1103515245 + 12345) % 2147483648) + 1) / 2147483649;
+  return Int16Array.from(signal, (s) => {
+    const gaussian = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+    return Math.max(-32768, Math.min(32767, Math.round(s + gaussian * rms)));
+  });
+}

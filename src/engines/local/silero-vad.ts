@@ -16,6 +16,7 @@ import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { DropOldestAudioBuffer } from '../../audio/inbound-buffer.js';
 import type { Vad, VadResult, VadStream } from '../types.js';
+import { levelDbfs, SpeechGate, type SpeechGateOptions } from './speech-gate.js';
 
 export const SAMPLE_RATE = 8000;
 export const CHUNK = 256;
@@ -23,19 +24,8 @@ export const CHUNK = 256;
 export const CONTEXT = 32;
 export const STATE_SIZE = 128;
 const MAX_BATCH = 256;
-/**
- * Chunks under -55 dBFS RMS are not speech on any phone line: digital silence, comfort noise and
- * idle-channel noise sit at -60 dBFS and below, while even soft speech onsets are well above -45.
- * Answering them without inference is what keeps a listening caller nearly free.
- */
-const SILENCE_GATE_RMS = 32768 * 10 ** (-55 / 20);
+/** After this many chunks answered by the gate, the recurrent state starts afresh (see answerQuietChunks). */
 const RESET_AFTER_QUIET_CHUNKS = 16;
-
-function rms(chunk: Int16Array): number {
-  let sum = 0;
-  for (let i = 0; i < chunk.length; i++) sum += chunk[i]! * chunk[i]!;
-  return Math.sqrt(sum / chunk.length);
-}
 
 export function sileroModelPath(): string {
   const require = createRequire(import.meta.url);
@@ -48,6 +38,8 @@ export interface SileroVadOptions {
   maxBacklogMs?: number;
   /** Where inference failures are reported (default: stderr). */
   onError?: (error: Error) => void;
+  /** Which chunks skip the model (see speech-gate.ts); `false` runs the model on every chunk. */
+  speechGate?: SpeechGateOptions | false;
 }
 
 /** Runs one batched Silero inference: `input` [size, 288], `state` [2, size, 128] → probabilities and next state. */
@@ -137,6 +129,7 @@ export class SileroVad implements Vad {
   readonly stats = { batches: 0, chunks: 0, inferenceMs: 0, gatedChunks: 0 };
   private readonly maxBacklogSamples: number;
   private readonly onError: (error: Error) => void;
+  private readonly speechGate: SpeechGateOptions | false;
 
   constructor(
     private readonly inference: SileroInference,
@@ -144,6 +137,7 @@ export class SileroVad implements Vad {
   ) {
     this.maxBacklogSamples = Math.round(((options.maxBacklogMs ?? 2000) * SAMPLE_RATE) / 1000);
     this.onError = options.onError ?? ((error: Error) => process.stderr.write(`${error.message}\n`));
+    this.speechGate = options.speechGate ?? {};
   }
 
   /** The embedded default: inference on this machine's CPU, in a worker thread. */
@@ -157,7 +151,7 @@ export class SileroVad implements Vad {
 
   createStream(onResult: (result: VadResult) => void): VadStream {
     if (this.closed) throw new Error('VAD is closed');
-    const stream = new SileroStream(this, onResult, this.maxBacklogSamples);
+    const stream = new SileroStream(this, onResult, this.maxBacklogSamples, this.speechGate === false ? undefined : new SpeechGate(this.speechGate));
     this.streams.add(stream);
     return stream;
   }
@@ -187,7 +181,7 @@ export class SileroVad implements Vad {
       for (;;) {
         const batch: SileroStream[] = [];
         for (const stream of this.streams) {
-          // Chunks quieter than the gate are answered without inference (see SILENCE_GATE_RMS).
+          // Silence and steady line noise are answered without inference (see speech-gate.ts).
           stream.answerQuietChunks();
           if (stream.hasChunk()) batch.push(stream);
           if (batch.length === MAX_BATCH) break;
@@ -233,11 +227,15 @@ class SileroStream implements VadStream {
   private position = 0;
   private closed = false;
   private quietChunks = 0;
+  /** Level of the chunk in the current inference (one per stream per batch): the gate learns from its answer. */
+  private inferredLevel = -96;
 
   constructor(
     private readonly vad: SileroVad,
     private readonly onResult: (result: VadResult) => void,
     maxBacklogSamples: number,
+    /** Undefined: every chunk goes to the model. */
+    private readonly gate: SpeechGate | undefined,
   ) {
     this.backlog = new DropOldestAudioBuffer(Math.max(CHUNK, maxBacklogSamples));
   }
@@ -266,15 +264,16 @@ class SileroStream implements VadStream {
   }
 
   /**
-   * Answers leading chunks below the silence gate with probability 0, in order, without inference;
-   * stops at the first louder chunk, which is left for the next batch. After a while of such
-   * silence the recurrent state starts afresh, as for a new stream: on this model that detects the
-   * next utterance's onset a chunk sooner than a state that still carries the previous one.
+   * Answers leading chunks the gate rules out (silence, steady line noise) with probability 0, in
+   * order, without inference; stops at the first chunk the model must see, which is left for the
+   * next batch. After a while of such chunks the recurrent state starts afresh, as for a new stream:
+   * on this model that detects the next utterance's onset a chunk sooner than a state that still
+   * carries the previous one.
    */
   answerQuietChunks(): void {
     while (!this.closed && this.backlog.bufferedSamples >= CHUNK) {
       const chunk = this.backlog.peek(CHUNK)!;
-      if (rms(chunk) >= SILENCE_GATE_RMS) {
+      if (this.gate === undefined || this.gate.needsModel(levelDbfs(chunk))) {
         this.quietChunks = 0;
         return;
       }
@@ -294,6 +293,7 @@ class SileroStream implements VadStream {
   /** Writes [context, chunk] as float into `input` and this stream's state into batch slot b. */
   fill(input: Float32Array, offset: number, state: Float32Array, b: number, size: number): void {
     const chunk = this.backlog.take(CHUNK)!;
+    if (this.gate !== undefined) this.inferredLevel = levelDbfs(chunk);
     input.set(this.context, offset);
     const base = offset + CONTEXT;
     for (let i = 0; i < CHUNK; i++) input[base + i] = chunk[i]! / 32768;
@@ -305,6 +305,7 @@ class SileroStream implements VadStream {
 
   accept(probability: number, nextState: Float32Array, b: number, size: number): void {
     if (this.closed) return;
+    this.gate?.modelAnswered(this.inferredLevel, probability);
     this.state.set(nextState.subarray(b * STATE_SIZE, (b + 1) * STATE_SIZE), 0);
     this.state.set(nextState.subarray((size + b) * STATE_SIZE, (size + b + 1) * STATE_SIZE), STATE_SIZE);
     this.onResult({ probability, endSample: this.position });

@@ -1,0 +1,89 @@
+/**
+ * Which inbound chunks the VAD model has to look at. Most of a call's inbound audio is the caller
+ * listening: digital silence, idle-channel hiss, or a steady line/background noise. None of it can
+ * be speech, and running Silero on it is most of the server's CPU per call. This gate answers such
+ * chunks without inference and lets the model decide everything else.
+ *
+ * Per stream it tracks the line's noise floor (chunk RMS level, dBFS): it falls at once to a
+ * quieter chunk and rises slowly towards chunks the model judged not to be speech. A chunk goes to
+ * the model when it is louder than the absolute gate (−55 dBFS: nothing quieter is speech on a
+ * phone line) AND louder than the noise floor by a margin — speech sits 20–40 dB above steady line
+ * noise, its softest onsets well over 8 dB — or while a recent chunk looked like speech (the hold,
+ * so word gaps and trailing syllables are the model's call, and endpointing sees its answers).
+ * The floor never learns from chunks the model called speech, so a long utterance cannot raise it
+ * and gate itself out.
+ *
+ * Hand-written: a few lines of level tracking tied to our VAD's feedback, not a library's job.
+ */
+
+export interface SpeechGateOptions {
+  /** Chunks quieter than this never reach the model (dBFS). */
+  absoluteGateDbfs?: number;
+  /** A chunk must be this much louder than the noise floor to reach the model (dB). */
+  marginDb?: number;
+  /** Fraction of the distance to a non-speech chunk's level the floor moves per chunk (0..1]. */
+  riseRate?: number;
+  /** Chunks that go to the model regardless of level after one it called speech. */
+  holdChunks?: number;
+  /** A model answer at or above this counts as speech for the hold (below the turn threshold on purpose). */
+  holdProbability?: number;
+}
+
+const LEVEL_FLOOR_DBFS = -96;
+
+/** RMS level of PCM16 samples in dBFS (digital silence: −96). */
+export function levelDbfs(samples: Int16Array): number {
+  let sum = 0;
+  for (let i = 0; i < samples.length; i++) sum += samples[i]! * samples[i]!;
+  const rms = Math.sqrt(sum / Math.max(1, samples.length));
+  return rms === 0 ? LEVEL_FLOOR_DBFS : Math.max(LEVEL_FLOOR_DBFS, 20 * Math.log10(rms / 32768));
+}
+
+export class SpeechGate {
+  private readonly absoluteGate: number;
+  private readonly margin: number;
+  private readonly riseRate: number;
+  private readonly holdChunks: number;
+  private readonly holdProbability: number;
+  /** The line's estimated noise floor, dBFS. Starts at a quiet line's level. */
+  private noiseFloor: number;
+  private hold = 0;
+
+  constructor(options: SpeechGateOptions = {}) {
+    this.absoluteGate = options.absoluteGateDbfs ?? -55;
+    this.margin = options.marginDb ?? 8;
+    this.riseRate = options.riseRate ?? 0.1;
+    this.holdChunks = options.holdChunks ?? 10;
+    this.holdProbability = options.holdProbability ?? 0.3;
+    this.noiseFloor = this.absoluteGate - this.margin;
+  }
+
+  get noiseFloorDbfs(): number {
+    return this.noiseFloor;
+  }
+
+  /**
+   * Whether the chunk at `level` dBFS must go to the model. A `false` answer consumes the chunk (the
+   * floor learns from it); a `true` answer changes nothing, so asking again about the same waiting
+   * chunk gives the same answer.
+   */
+  needsModel(level: number): boolean {
+    if (this.hold > 0 || level >= Math.max(this.absoluteGate, this.noiseFloor + this.margin)) return true;
+    this.learn(level);
+    return false;
+  }
+
+  /** The model's answer for a chunk that went to it. */
+  modelAnswered(level: number, probability: number): void {
+    if (probability >= this.holdProbability) {
+      this.hold = this.holdChunks;
+      return;
+    }
+    if (this.hold > 0) this.hold--;
+    this.learn(level);
+  }
+
+  private learn(level: number): void {
+    this.noiseFloor = level <= this.noiseFloor ? level : this.noiseFloor + (level - this.noiseFloor) * this.riseRate;
+  }
+}
