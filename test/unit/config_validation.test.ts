@@ -8,8 +8,10 @@ describe('configuration', () => {
   it('uses the documented defaults', () => {
     const config = loadConfig(base);
     expect(config.port).toBe(8080);
-    expect(config.turn).toEqual({ endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, vadThreshold: 0.5 });
+    expect(config.turn).toEqual({ endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, vadThreshold: 0.5, vadNoiseGate: true });
     expect(config.llm).toBeUndefined();
+    expect(loadConfig({ ...base, VAD_NOISE_GATE: 'off' }).turn.vadNoiseGate).toBe(false);
+    expect(() => loadConfig({ ...base, VAD_NOISE_GATE: 'maybe' })).toThrow(/VAD_NOISE_GATE/);
   });
 
   it('drains for 300 s by default and validates DRAIN_TIMEOUT, DRAIN_NEW_CALLS and API_KEYS', () => {
