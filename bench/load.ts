@@ -76,6 +76,8 @@ export interface LoadCase {
   callerTickLateP99: number;
   /** VAD chunks per call-second in the window (ours only; 31.25 means every frame was analysed). */
   vadChunksPerCallSecond: number;
+  /** Of those, the chunks that went through the model (the rest were answered by the noise gate). */
+  vadInferredPerCallSecond: number;
   vadInferenceMsPerCallSecond: number;
   /** Average streams per VAD inference in the window: how well live frames share a batch. */
   vadAvgBatch: number;
@@ -94,6 +96,8 @@ export interface LoadBenchOptions {
   noiseDbfs?: number;
   /** Also run our server with a no-op VAD at the first frame size, to split out the VAD's cost. */
   withNoVad?: boolean;
+  /** Extra environment for our server (e.g. VAD_NOISE_GATE=off for the model on every chunk). */
+  serverEnv?: Record<string, string>;
 }
 
 export interface LoadBenchResult {
@@ -370,6 +374,7 @@ async function measure(probe: Probe, windowS: number, warmupS: number, noiseDbfs
       callerCpuMsPerSecond: stats.cpuMs / (stats.windowMs / 1000),
       callerTickLateP99: stats.tickLateP99,
       vadChunksPerCallSecond: vadChunks / callSeconds,
+      vadInferredPerCallSecond: vadInferred / callSeconds,
       vadInferenceMsPerCallSecond: vadInferenceMs / callSeconds,
       vadAvgBatch: vadInferred / vadBatches,
       otherCores,
@@ -438,7 +443,9 @@ function describe(c: LoadCase): string[] {
     String(c.clears),
     `${fmt(c.machineBusy * 100, 0)}% / ${fmt(c.serverElu * 100, 0)}%`,
     fmt(Math.max(0, c.otherCores), 1),
-    c.server === 'ours' ? `${fmt(c.vadChunksPerCallSecond, 1)} (batch ${fmt(c.vadAvgBatch, 0)})` : '—',
+    c.server === 'ours'
+      ? `${fmt(c.vadChunksPerCallSecond, 1)} (${fmt(c.vadInferredPerCallSecond, 1)} to the model${c.vadInferredPerCallSecond > 0 ? `, batch ${fmt(c.vadAvgBatch, 0)}` : ''})`
+      : '—',
     c.saturated.length === 0 ? 'no' : 'YES',
   ];
 }
@@ -451,9 +458,10 @@ export async function runLoadBench(options: LoadBenchOptions = {}): Promise<Load
   const warmupS = options.warmupSeconds ?? 3;
   const noiseDbfs = options.noiseDbfs ?? -50;
   const withNoVad = options.withNoVad ?? true;
+  const serverEnv = options.serverEnv ?? {};
   console.log(
     `\n== Load: server CPU per call-second and pacing, ours vs a bare ws floor (callers in a child process; ` +
-      `${warmupS} s warm-up, ${headlineS} s window at 20 ms, ${otherS} s otherwise; caller noise ${noiseDbfs} dBFS) ==`,
+      `${warmupS} s warm-up, ${headlineS} s window at 20 ms, ${otherS} s otherwise; caller noise ${noiseDbfs} dBFS${Object.keys(serverEnv).length > 0 ? `; ${Object.entries(serverEnv).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}) ==`,
   );
   const dir = mkdtempSync(join(tmpdir(), 'bench-load-'));
   const cases: LoadCase[] = [];
@@ -462,7 +470,7 @@ export async function runLoadBench(options: LoadBenchOptions = {}): Promise<Load
     const scriptPath = writeLongGreetingScript(dir);
     for (const frameMs of frames) {
       const windowS = frameMs === 20 ? headlineS : otherS;
-      const server = await startVoiceServer({ AGENT_SCRIPT: scriptPath, OUTBOUND_FRAME_MS: String(frameMs), LOG_LEVEL: process.env['BENCH_LOG_LEVEL'] ?? 'silent' });
+      const server = await startVoiceServer({ AGENT_SCRIPT: scriptPath, OUTBOUND_FRAME_MS: String(frameMs), LOG_LEVEL: process.env['BENCH_LOG_LEVEL'] ?? 'silent', ...serverEnv });
       const ours: LoadCase[] = [];
       leadMs = server.config.audio.outboundLeadMs;
       try {
