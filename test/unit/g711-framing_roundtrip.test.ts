@@ -2,6 +2,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { decodeG711, encodeG711, g711Silence } from '../../src/audio/g711.js';
 import { FrameAssembler } from '../../src/audio/frames.js';
+import alawmulaw from 'alawmulaw';
 import { DropOldestAudioBuffer } from '../../src/audio/inbound-buffer.js';
 import { loadResampler, resampleAll } from '../../src/audio/resampler.js';
 
@@ -27,6 +28,15 @@ describe('G.711', () => {
       expect(decoded).toHaveLength(pcm.length);
       expect(snrDb(pcm, decoded)).toBeGreaterThan(30);
     }
+  });
+
+  it('matches alawmulaw on every byte and every PCM16 value', () => {
+    const allBytes = Uint8Array.from({ length: 256 }, (_, i) => i);
+    const allSamples = Int16Array.from({ length: 65536 }, (_, i) => i - 32768);
+    expect(decodeG711('mulaw', allBytes)).toEqual(alawmulaw.mulaw.decode(allBytes));
+    expect(decodeG711('alaw', allBytes)).toEqual(alawmulaw.alaw.decode(allBytes));
+    expect(encodeG711('mulaw', allSamples)).toEqual(alawmulaw.mulaw.encode(allSamples));
+    expect(encodeG711('alaw', allSamples)).toEqual(alawmulaw.alaw.encode(allSamples));
   });
 
   it('uses the byte that decodes to silence for padding', () => {
@@ -82,6 +92,32 @@ describe('inbound buffer', () => {
     expect(buffer.bufferedSamples).toBe(480);
     expect(buffer.dropped).toBe(320);
     expect(buffer.take(160)![0]).toBe(2);
+  });
+
+  it('keeps order across the ring\'s end, and a push larger than the whole buffer keeps its newest samples', () => {
+    const buffer = new DropOldestAudioBuffer(500);
+    const ramp = (from: number, n: number): Int16Array => Int16Array.from({ length: n }, (_, i) => from + i);
+    let next = 0;
+    let expected = 0;
+    // 160-sample frames in, 256-sample chunks out: reads and writes wrap the ring at every offset.
+    for (let round = 0; round < 40; round++) {
+      buffer.push(ramp(next, 160));
+      next += 160;
+      while (buffer.bufferedSamples >= 256) {
+        const peeked = Array.from(buffer.peek(256)!);
+        const chunk = buffer.take(256)!;
+        expect(Array.from(chunk)).toEqual(peeked);
+        expect(chunk[0]).toBe(expected);
+        expect(chunk[255]).toBe(expected + 255);
+        expected += 256;
+      }
+    }
+    expect(buffer.dropped).toBe(0);
+    buffer.push(ramp(10_000, 1200));
+    expect(buffer.bufferedSamples).toBe(500);
+    expect(buffer.take(1)![0]).toBe(10_700);
+    buffer.skip(10_000);
+    expect(buffer.bufferedSamples).toBe(0);
   });
 
   it('returns nothing until a whole chunk is buffered', () => {

@@ -277,7 +277,7 @@ class SileroStream implements VadStream {
         this.quietChunks = 0;
         return;
       }
-      this.backlog.take(CHUNK);
+      this.backlog.skip(CHUNK);
       this.position += CHUNK;
       if (++this.quietChunks === RESET_AFTER_QUIET_CHUNKS) {
         this.state.fill(0);
