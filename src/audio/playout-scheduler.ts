@@ -55,6 +55,10 @@ export class PlayoutScheduler {
     const nowMs = this.now();
     let earliest = Infinity;
     for (const sink of this.active) earliest = Math.min(earliest, sink.queue.nextDueMs(nowMs) ?? Infinity);
+    this.armAt(earliest, nowMs);
+  }
+
+  private armAt(earliest: number, nowMs: number): void {
     if (earliest === Infinity) return;
     if (this.timer !== undefined && this.timerDueMs <= earliest) return;
     if (this.timer !== undefined) clearTimeout(this.timer);
@@ -66,12 +70,18 @@ export class PlayoutScheduler {
     this.timer = undefined;
     this.timerDueMs = Infinity;
     // Half a millisecond of slack: timers fire on whole-ms boundaries, and waking again for a
-    // frame due 0.3 ms later costs more than it gains.
+    // frame due 0.3 ms later costs more than it gains. One pass serves the due queues and finds the
+    // next wake (hundreds of calls: each wake walks the set once, not twice).
     const nowMs = this.now();
+    let earliest = Infinity;
     for (const sink of this.active) {
-      const due = sink.queue.nextDueMs(nowMs);
-      if (due !== undefined && due <= nowMs + 0.5) this.serve(sink, nowMs);
+      let due = sink.queue.nextDueMs(nowMs);
+      if (due !== undefined && due <= nowMs + 0.5) {
+        this.serve(sink, nowMs);
+        due = sink.queue.nextDueMs(nowMs);
+      }
+      if (due !== undefined && due < earliest) earliest = due;
     }
-    this.arm();
+    this.armAt(earliest, nowMs);
   }
 }
