@@ -28,7 +28,7 @@ export type EndpointEvent =
   | { type: 'turn_end'; speechMs: number; speechEndMs: number; atMs: number };
 
 /** Silero's recommended gap between the speech threshold and the threshold that ends speech. */
-const HYSTERESIS = 0.15;
+export const HYSTERESIS = 0.15;
 
 export class Endpointer {
   private inSpeech = false;

@@ -82,6 +82,7 @@ export class PlayoutScheduler {
       }
       if (due !== undefined && due < earliest) earliest = due;
     }
-    this.armAt(earliest, nowMs);
+    // The pass itself took time: the timer's delay counts from now, not from the wake.
+    this.armAt(earliest, this.now());
   }
 }

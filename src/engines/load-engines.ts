@@ -11,11 +11,13 @@ import type { Config } from '../config.js';
 import { loadResampler } from '../audio/resampler.js';
 import { AgentDirectory } from '../agent/agent-directory.js';
 import type { ConversationSummarizer } from '../agent/context-budget.js';
+import { HYSTERESIS } from '../agent/endpointing.js';
 import { LlmSummarizer } from '../agent/llm-summarizer.js';
 import { FallbackLlm } from './fallback-llm.js';
 import { EspeakTts } from './local/espeak-tts.js';
 import { PocketsphinxAsr } from './local/pocketsphinx-asr.js';
 import { SileroVad, WorkerSileroInference } from './local/silero-vad.js';
+import type { SpeechGateOptions } from './local/speech-gate.js';
 import { OpenAiCompatibleLlm } from './openai/openai-llm.js';
 import { TritonClient } from './triton/client.js';
 import { TritonReadiness } from './triton/readiness.js';
@@ -84,8 +86,7 @@ export async function loadEngines(config: Config, logger: Logger): Promise<Loade
       : localVad;
   const vad = new SileroVad(vadInference, {
     maxBacklogMs: config.audio.inboundBufferMs,
-    // The gate's hold must start below the turn threshold, or a soft onset could be gated out.
-    speechGate: config.turn.vadNoiseGate ? { holdProbability: Math.min(0.3, config.turn.vadThreshold * 0.6) } : false,
+    speechGate: speechGateFor(config.turn),
     onError: (error) => logger.error({ event: 'vad_failed', err: error.message }, 'speech detection failed'),
   });
 
@@ -151,4 +152,15 @@ export function serverEngineDeps(loaded: LoadedEngines): Pick<ServerDeps, 'agent
     summarizer: loaded.summarizer,
     describeEngines: loaded.describe,
   };
+}
+
+/**
+ * The VAD's noise gate for these turn settings. Its hold must start at or below the endpointer's
+ * lower (continue-speech) threshold: an answer the endpointer counts as speech must keep the model
+ * on. With a threshold so low that leaves no room, the gate is off.
+ */
+export function speechGateFor(turn: { vadThreshold: number; vadNoiseGate: boolean }): SpeechGateOptions | false {
+  if (!turn.vadNoiseGate) return false;
+  const holdProbability = Math.min(0.3, turn.vadThreshold * 0.6, turn.vadThreshold - HYSTERESIS);
+  return holdProbability > 0.05 ? { holdProbability } : false;
 }

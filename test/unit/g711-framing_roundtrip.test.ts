@@ -39,6 +39,13 @@ describe('G.711', () => {
     expect(encodeG711('alaw', allSamples)).toEqual(alawmulaw.alaw.encode(allSamples));
   });
 
+  it('a decoded frame keeps its samples while later frames fill and roll over the shared slabs', () => {
+    const first = decodeG711('mulaw', new Uint8Array(160).fill(0x10));
+    const expected = Array.from(first);
+    for (let i = 0; i < 2000; i++) decodeG711('mulaw', new Uint8Array(160).fill(i & 0xff)); // > 4 slabs
+    expect(Array.from(first)).toEqual(expected);
+  });
+
   it('uses the byte that decodes to silence for padding', () => {
     for (const encoding of ['mulaw', 'alaw'] as const) {
       const decoded = decodeG711(encoding, new Uint8Array([g711Silence(encoding)]));

@@ -1,6 +1,6 @@
 // Guards the shared Silero VAD: real speech detected, calls batched into one inference, silence answered for free, order kept.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SileroVad } from '../../src/engines/local/silero-vad.js';
+import { SileroVad, type SileroInference } from '../../src/engines/local/silero-vad.js';
 import type { VadResult } from '../../src/engines/types.js';
 import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
 
@@ -87,6 +87,33 @@ describe('Silero VAD (shared, batched)', () => {
     } finally {
       await ungated.close();
     }
+  });
+
+  it('when inference fails mid-speech, the chunks still get answers and the silence after it is answered again', async () => {
+    let calls = 0;
+    const flaky: SileroInference = {
+      name: 'flaky',
+      run: async (size, _input, state) => {
+        if (++calls > 3) throw new Error('backend gone');
+        return { probabilities: new Float32Array(size).fill(0.9), nextState: state, inferenceMs: 0 };
+      },
+      close: async () => {},
+    };
+    const failing = new SileroVad(flaky, { maxBacklogMs: 60_000, onError: () => {} });
+    const results: VadResult[] = [];
+    const stream = failing.createStream((r) => results.push(r));
+    const loud = Int16Array.from({ length: 256 * 6 }, (_, i) => (i % 2 === 0 ? 8000 : -8000));
+    for (let i = 0; i < 6; i++) {
+      stream.push(loud.subarray(i * 256, (i + 1) * 256));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    stream.push(new Int16Array(256 * 20)); // then digital silence
+    await new Promise((r) => setTimeout(r, 50));
+    expect(failing.failure?.message).toBe('backend gone');
+    expect(results.map((r) => r.endSample)).toEqual(Array.from({ length: 26 }, (_, i) => (i + 1) * 256));
+    expect(results.slice(0, 3).every((r) => Math.abs(r.probability - 0.9) < 1e-6)).toBe(true);
+    expect(results.slice(3).every((r) => r.probability === 0)).toBe(true);
+    await failing.close();
   });
 
   it('reports a dead inference thread as a failure instead of leaving calls waiting on it', async () => {

@@ -1,6 +1,7 @@
 // Guards the VAD's noise gate: steady line noise stops costing inference, speech always reaches the
 // model, a long utterance cannot gate itself out, and a quieter line is re-learned.
 import { describe, expect, it } from 'vitest';
+import { speechGateFor } from '../../src/engines/load-engines.js';
 import { levelDbfs, SpeechGate } from '../../src/engines/local/speech-gate.js';
 
 /** Feeds chunk levels through the gate with a model that says `speech(level)`; returns which chunks went to the model. */
@@ -64,10 +65,44 @@ describe('speech gate', () => {
 
   it('a quieter line lowers the floor at once, so soft speech on it is not missed', () => {
     const gate = new SpeechGate();
-    run(gate, repeat(-45, 60));
-    expect(gate.needsModel(-42)).toBe(false); // only 3 dB over that line: not speech
+    run(gate, repeat(-40, 100));
+    expect(gate.needsModel(-45)).toBe(false); // under that line's level: not speech
     run(gate, repeat(-70, 3));
-    expect(gate.needsModel(-42)).toBe(true);
+    expect(gate.needsModel(-45)).toBe(true);
+  });
+
+  it('chunks the gate answers never raise the floor', () => {
+    const gate = new SpeechGate();
+    run(gate, repeat(-65, 30));
+    const floor = gate.noiseFloorDbfs;
+    run(gate, repeat(-57, 200)); // under the absolute gate: answered without the model
+    expect(gate.noiseFloorDbfs).toBe(floor);
+  });
+
+  it('a soft onset the model scores low at first is not shut out', () => {
+    for (const lowFirst of [3, 5, 8]) {
+      const gate = new SpeechGate();
+      run(gate, repeat(-50, 60));
+      // Speech only 10 dB over the line; Silero scores its first chunks low, then recognises it.
+      const sent = run(gate, repeat(-40, 60), (_, i) => (i < lowFirst ? 0.1 + i * 0.02 : 0.8));
+      expect(sent.every(Boolean)).toBe(true);
+    }
+  });
+
+  it('speech that resumes after the hold ran out reaches the model again', () => {
+    const gate = new SpeechGate();
+    run(gate, repeat(-50, 60));
+    run(gate, repeat(-30, 30), () => 0.9);
+    expect(run(gate, repeat(-50, 60)).slice(20).some(Boolean)).toBe(false);
+    expect(gate.needsModel(-41)).toBe(true);
+  });
+
+  it('a failed inference leaves no hold behind: silence is answered again', () => {
+    const gate = new SpeechGate();
+    run(gate, repeat(-30, 5), () => 0.9);
+    expect(gate.needsModel(-96)).toBe(true); // held for the model
+    gate.modelFailed();
+    expect(gate.needsModel(-96)).toBe(false);
   });
 
   it('a louder line (noise that came on mid-call) is learned after the model has judged it', () => {
@@ -84,5 +119,12 @@ describe('speech gate', () => {
     const floor = gate.noiseFloorDbfs;
     for (let i = 0; i < 5; i++) expect(gate.needsModel(-30)).toBe(true);
     expect(gate.noiseFloorDbfs).toBe(floor);
+  });
+
+  it('holds at or below the endpointer\'s continue-speech threshold, and is off when that leaves no room', () => {
+    expect(speechGateFor({ vadThreshold: 0.5, vadNoiseGate: true })).toEqual({ holdProbability: 0.3 });
+    expect(speechGateFor({ vadThreshold: 0.3, vadNoiseGate: true })).toEqual({ holdProbability: expect.closeTo(0.15, 6) });
+    expect(speechGateFor({ vadThreshold: 0.18, vadNoiseGate: true })).toBe(false);
+    expect(speechGateFor({ vadThreshold: 0.5, vadNoiseGate: false })).toBe(false);
   });
 });

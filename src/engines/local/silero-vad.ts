@@ -187,7 +187,14 @@ export class SileroVad implements Vad {
           if (batch.length === MAX_BATCH) break;
         }
         if (batch.length === 0 || this.closed) break;
-        await this.infer(batch);
+        try {
+          await this.infer(batch);
+        } catch (error) {
+          // The batch's chunks are answered "no speech" so each call's detector stays in step and
+          // its gate is not left holding for an answer that will never come.
+          for (const stream of batch) stream.inferenceFailed();
+          throw error;
+        }
       }
     } catch (error) {
       // Never an unhandled rejection: the calls go on (without speech detection) and it is reported.
@@ -277,14 +284,14 @@ class SileroStream implements VadStream {
         this.quietChunks = 0;
         return;
       }
-      this.backlog.skip(CHUNK);
-      this.position += CHUNK;
       if (++this.quietChunks === RESET_AFTER_QUIET_CHUNKS) {
         this.state.fill(0);
         this.context.fill(0);
       } else {
         for (let i = 0; i < CONTEXT; i++) this.context[i] = chunk[CHUNK - CONTEXT + i]! / 32768;
       }
+      this.backlog.skip(CHUNK); // `chunk` is the backlog's memory: read before this
+      this.position += CHUNK;
       this.vad.stats.gatedChunks++;
       this.onResult({ probability: 0, endSample: this.position });
     }
@@ -301,6 +308,13 @@ class SileroStream implements VadStream {
     state.set(this.state.subarray(0, STATE_SIZE), b * STATE_SIZE);
     state.set(this.state.subarray(STATE_SIZE), (size + b) * STATE_SIZE);
     this.position += CHUNK;
+  }
+
+  /** The inference of this stream's chunk failed: it counts as no speech (the chunk was taken in `fill`). */
+  inferenceFailed(): void {
+    if (this.closed) return;
+    this.gate?.modelFailed();
+    this.onResult({ probability: 0, endSample: this.position });
   }
 
   accept(probability: number, nextState: Float32Array, b: number, size: number): void {
