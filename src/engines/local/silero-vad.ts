@@ -121,6 +121,11 @@ interface WorkerReply extends InferenceReply {
 export class SileroVad implements Vad {
   readonly chunkSamples = CHUNK;
   private readonly streams = new Set<SileroStream>();
+  /**
+   * Streams with a whole chunk waiting, in the order they became ready: a batch visits only these,
+   * not every live call (hundreds of listening calls would otherwise be walked on every tick).
+   */
+  private readonly ready = new Set<SileroStream>();
   private running = false;
   private closed = false;
   /** Set when inference failed; `/ready` reports it. */
@@ -156,8 +161,13 @@ export class SileroVad implements Vad {
     return stream;
   }
 
-  /** @internal called by streams when audio arrives */
-  schedule(): void {
+  /** @internal called by a stream once it holds a whole chunk */
+  markReady(stream: SileroStream): void {
+    this.ready.add(stream);
+    this.schedule();
+  }
+
+  private schedule(): void {
     if (this.running || this.closed) return;
     this.running = true;
     // Let the rest of this tick's frames arrive first, so they share the inference.
@@ -167,12 +177,14 @@ export class SileroVad implements Vad {
   /** @internal */
   forget(stream: SileroStream): void {
     this.streams.delete(stream);
+    this.ready.delete(stream);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.streams.clear();
+    this.ready.clear();
     await this.inference.close();
   }
 
@@ -180,13 +192,17 @@ export class SileroVad implements Vad {
     try {
       for (;;) {
         const batch: SileroStream[] = [];
-        for (const stream of this.streams) {
+        for (const stream of this.ready) {
           // Silence and steady line noise are answered without inference (see speech-gate.ts).
           stream.answerQuietChunks();
+          // Out of the set either way: a batched stream rejoins at the back, so beyond MAX_BATCH
+          // ready calls every one takes its turn.
+          this.ready.delete(stream);
           if (stream.hasChunk()) batch.push(stream);
           if (batch.length === MAX_BATCH) break;
         }
         if (batch.length === 0 || this.closed) break;
+        for (const stream of batch) this.ready.add(stream);
         try {
           await this.infer(batch);
         } catch (error) {
@@ -253,7 +269,7 @@ class SileroStream implements VadStream {
     this.backlog.push(pcm8k);
     // Positions stay on the caller's timeline even when backlog was dropped.
     this.position += this.backlog.dropped - droppedBefore;
-    if (this.backlog.bufferedSamples >= CHUNK) this.vad.schedule();
+    if (this.backlog.bufferedSamples >= CHUNK) this.vad.markReady(this);
   }
 
   close(): void {
