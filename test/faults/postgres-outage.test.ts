@@ -14,14 +14,13 @@
  * backoff, what carried the jobs across the outage.
  */
 import { randomBytes } from 'node:crypto';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { POST_CALL_QUEUE, type PostCallJob } from '../../src/post-call/job.js';
+import type { PostCallJob } from '../../src/post-call/job.js';
 import { DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_JITTER, DEFAULT_BACKOFF_MS, PostCallQueue } from '../../src/post-call/queue.js';
 import { openDatabase, type Db } from '../../src/store/index.js';
-import { OpenAiStandIn } from '../helpers/openai-stand-in.js';
-import { deleteKeysWithPrefix } from '../helpers/redis-keys.js';
+import type { OpenAiStandIn } from '../helpers/openai-stand-in.js';
+import { PostCallHarness } from '../helpers/post-call-harness.js';
 import { TcpFaultProxy } from '../helpers/tcp-fault-proxy.js';
 import { waitFor } from '../helpers/wait-for.js';
 import { spawnPostCallWorker, type WorkerProcess } from '../helpers/worker-process.js';
@@ -34,40 +33,25 @@ const OUTAGE_MS = 30_000;
 const BEFORE = 12;
 const DURING_EVERY_MS = 3000;
 const CONCURRENCY = 4;
-const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 
+const harness = new PostCallHarness(schema, prefix);
+const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 let db: Db;
 let inspect: Queue;
-let redis: Redis;
 let standIn: OpenAiStandIn;
 let proxy: TcpFaultProxy;
 let queue: PostCallQueue;
 let worker: WorkerProcess | undefined;
 
 beforeAll(async () => {
-  // Directly, not through the proxy: the test's own view of the database stays up throughout.
-  db = await openDatabase({ url: PG_URL, schema });
-  inspect = new Queue(POST_CALL_QUEUE, { connection: { url: REDIS_URL }, prefix });
-  redis = new Redis(REDIS_URL);
-  standIn = await OpenAiStandIn.start();
+  ({ db, inspect, standIn, queue } = await harness.open());
   const target = new URL(PG_URL);
   proxy = await TcpFaultProxy.start({ targetHost: target.hostname, targetPort: Number(target.port || 5432) });
-  // The server's defaults: attempts, backoff and jitter as `npm start` enqueues them.
-  queue = new PostCallQueue({ redisUrl: REDIS_URL, prefix, logger: quiet });
 });
 afterAll(async () => {
   await worker?.kill('SIGKILL');
   await proxy?.close();
-  await queue?.close(1000);
-  await standIn?.close();
-  await inspect?.obliterate({ force: true }).catch(() => {});
-  await inspect?.close();
-  if (redis !== undefined) {
-    await deleteKeysWithPrefix(redis, `${prefix}:`);
-    redis.disconnect();
-  }
-  await db?.query(`DROP SCHEMA "${schema}" CASCADE`);
-  await db?.close();
+  await harness.close();
 });
 
 const sid = (): string => `CA${randomBytes(16).toString('hex')}`;
@@ -88,16 +72,6 @@ function makeJob(i: number): PostCallJob {
       { idx: 1, speaker: 'agent', text: 'It is cancelled.', interrupted: false, latency: { llmFirstToken: 250, ttsFirstAudio: 400 } },
     ],
   };
-}
-
-async function rowCounts(callSid: string): Promise<{ calls: number; turns: number; results: number }> {
-  const { rows } = await db.query<{ calls: number; turns: number; results: number }>(
-    `SELECT (SELECT count(*)::int FROM calls WHERE call_sid = $1) AS calls,
-            (SELECT count(*)::int FROM turns WHERE call_sid = $1) AS turns,
-            (SELECT count(*)::int FROM post_call_results WHERE call_sid = $1) AS results`,
-    [callSid],
-  );
-  return rows[0]!;
 }
 
 /** Shortest delay BullMQ's exponential backoff with jitter may pick before attempt n + 1. */
@@ -193,7 +167,7 @@ describe('fault: PostgreSQL refusing connections for 30 s while jobs run', () =>
     });
 
     // PostgreSQL: exactly one call row, three turns and one result per call; nothing else.
-    for (const job of all) expect(await rowCounts(job.callSid)).toEqual({ calls: 1, turns: 3, results: 1 });
+    for (const job of all) expect(await harness.rowCounts(job.callSid)).toEqual({ calls: 1, turns: 3, results: 1 });
     const { rows: totals } = await db.query<{ calls: number; turns: number; results: number; processed: number }>(
       `SELECT (SELECT count(*)::int FROM calls) AS calls, (SELECT count(*)::int FROM turns) AS turns,
               (SELECT count(*)::int FROM post_call_results) AS results,

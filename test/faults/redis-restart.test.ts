@@ -30,6 +30,7 @@ import { POST_CALL_QUEUE } from '../../src/post-call/job.js';
 import type { ReceivedMessage } from '../../src/softphone/twilio-caller.js';
 import { CallStore, openDatabase, type Db } from '../../src/store/index.js';
 import { placeTestCall } from '../helpers/place-test-call.js';
+import { expectOnlyJobCompletedOnce } from '../helpers/post-call-harness.js';
 import { startRedisServer, type RedisServerProcess } from '../helpers/redis-server-process.js';
 import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
 import { startVoiceServer, type RunningServer } from '../helpers/voice-test-server.js';
@@ -221,27 +222,14 @@ describe('fault: Redis restarted mid-call', () => {
     // After the hang-up: one job in the new Redis, filed by the session (not by the sweeper), processed once.
     inspect = new Queue(POST_CALL_QUEUE, { connection: { url: redisServer.url }, prefix });
     await waitFor('the job to complete', async () => (await inspect!.getJob(callSid))?.finishedOn !== undefined, 30_000, 100);
-    const job = (await inspect.getJob(callSid))!;
-    expect(job.id).toBe(callSid);
-    expect(await job.getState()).toBe('completed');
-    expect(job.attemptsMade).toBe(1);
-    expect(job.failedReason ?? '').toBe('');
+    const job = await expectOnlyJobCompletedOnce(inspect, callSid);
     expect(job.data.endReason).toBe('stop');
-    expect(job.data.turns.map((t: { idx: number; speaker: string }) => [t.idx, t.speaker])).toEqual([
+    expect(job.data.turns.map((t) => [t.idx, t.speaker])).toEqual([
       [0, 'caller'],
       [0, 'agent'],
       [1, 'caller'],
       [1, 'agent'],
     ]);
-    expect(await inspect.getJobCounts('failed', 'active', 'wait', 'delayed', 'completed', 'prioritized', 'waiting-children')).toEqual({
-      failed: 0,
-      active: 0,
-      wait: 0,
-      delayed: 0,
-      completed: 1,
-      prioritized: 0,
-      'waiting-children': 0,
-    });
     expect(worker!.events('post_call_processed').map((l) => l.callSid)).toEqual([callSid]);
     expect(worker!.events('post_call_attempt_failed')).toEqual([]);
     expect(worker!.events('post_call_failed')).toEqual([]);

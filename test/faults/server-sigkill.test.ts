@@ -26,6 +26,7 @@ import { parseMirroredCall, type MirroredCall } from '../../src/live/types.js';
 import { POST_CALL_QUEUE } from '../../src/post-call/job.js';
 import { placeCall, type CallResult } from '../../src/softphone/twilio-caller.js';
 import { openDatabase, type Db } from '../../src/store/index.js';
+import { expectOnlyJobCompletedOnce } from '../helpers/post-call-harness.js';
 import { deleteKeysWithPrefix } from '../helpers/redis-keys.js';
 import { spawnVoiceServer, type ServerProcess } from '../helpers/server-process.js';
 import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
@@ -197,23 +198,10 @@ describe('fault: voice server SIGKILLed mid-call', () => {
     expect(serverB.events('post_call_not_filed')).toEqual([]);
 
     // BullMQ: one job, id = call SID, completed once, nothing failed, nothing else.
-    const stored = (await inspect.getJob(callSid))!;
-    expect(stored.id).toBe(callSid);
-    expect(await stored.getState()).toBe('completed');
-    expect(stored.attemptsMade).toBe(1);
-    expect(stored.failedReason ?? '').toBe('');
+    const stored = await expectOnlyJobCompletedOnce(inspect, callSid);
     expect(stored.data.endReason).toBe('server_lost');
     expect(stored.data).toMatchObject({ callSid, provider: 'twilio', direction: 'inbound', from: '+15557654321', to: TO, number: TO, startedAt: last!.startedAt });
     expect(stored.data.turns).toEqual(last!.turns);
-    expect(await inspect.getJobCounts('failed', 'active', 'wait', 'delayed', 'completed', 'prioritized', 'waiting-children')).toEqual({
-      failed: 0,
-      active: 0,
-      wait: 0,
-      delayed: 0,
-      completed: 1,
-      prioritized: 0,
-      'waiting-children': 0,
-    });
 
     // What the mirror held: both caller turns recognized, the first reply in full.
     const turns = last!.turns;

@@ -12,14 +12,13 @@
  * BullMQ job (job id = call SID) completed once, none failed.
  */
 import { randomBytes } from 'node:crypto';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { POST_CALL_QUEUE, type PostCallJob } from '../../src/post-call/job.js';
-import { PostCallQueue } from '../../src/post-call/queue.js';
-import { openDatabase, type Db } from '../../src/store/index.js';
-import { OpenAiStandIn } from '../helpers/openai-stand-in.js';
-import { deleteKeysWithPrefix } from '../helpers/redis-keys.js';
+import type { PostCallJob } from '../../src/post-call/job.js';
+import type { PostCallQueue } from '../../src/post-call/queue.js';
+import type { Db } from '../../src/store/index.js';
+import type { OpenAiStandIn } from '../helpers/openai-stand-in.js';
+import { PostCallHarness } from '../helpers/post-call-harness.js';
 import { waitFor } from '../helpers/wait-for.js';
 import { spawnPostCallWorker, type WorkerProcess } from '../helpers/worker-process.js';
 import { databaseUrlForSchema, PG_URL, REDIS_URL } from '../helpers/test-services.js';
@@ -31,35 +30,20 @@ const CALLS = 6;
 const CONCURRENCY = 3;
 const LOCK_MS = 2000;
 const STALLED_INTERVAL_MS = 1000;
-const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 
+const harness = new PostCallHarness(schema, prefix);
 let db: Db;
 let inspect: Queue;
-let redis: Redis;
 let standIn: OpenAiStandIn;
 let queue: PostCallQueue;
 const workers: WorkerProcess[] = [];
 
 beforeAll(async () => {
-  // Creates the schema and migrates it; the worker finds it through its search_path.
-  db = await openDatabase({ url: PG_URL, schema });
-  inspect = new Queue(POST_CALL_QUEUE, { connection: { url: REDIS_URL }, prefix });
-  redis = new Redis(REDIS_URL);
-  standIn = await OpenAiStandIn.start();
-  queue = new PostCallQueue({ redisUrl: REDIS_URL, prefix, logger: quiet });
+  ({ db, inspect, standIn, queue } = await harness.open());
 });
 afterAll(async () => {
   for (const w of workers) await w.kill('SIGKILL');
-  await queue?.close(1000);
-  await standIn?.close();
-  await inspect?.obliterate({ force: true }).catch(() => {});
-  await inspect?.close();
-  if (redis !== undefined) {
-    await deleteKeysWithPrefix(redis, `${prefix}:`);
-    redis.disconnect();
-  }
-  await db?.query(`DROP SCHEMA "${schema}" CASCADE`);
-  await db?.close();
+  await harness.close();
 });
 
 const sid = (): string => `CA${randomBytes(16).toString('hex')}`;
@@ -102,16 +86,6 @@ function startWorker(): WorkerProcess {
   return w;
 }
 
-async function rowCounts(callSid: string): Promise<{ calls: number; turns: number; results: number }> {
-  const { rows } = await db.query<{ calls: number; turns: number; results: number }>(
-    `SELECT (SELECT count(*)::int FROM calls WHERE call_sid = $1) AS calls,
-            (SELECT count(*)::int FROM turns WHERE call_sid = $1) AS turns,
-            (SELECT count(*)::int FROM post_call_results WHERE call_sid = $1) AS results`,
-    [callSid],
-  );
-  return rows[0]!;
-}
-
 describe('fault: post-call worker SIGKILLed mid-job, then restarted', () => {
   it('every call ends with one call row, its turns once and one result; each job completed once, none failed', async () => {
     const reply = JSON.stringify({
@@ -136,7 +110,7 @@ describe('fault: post-call worker SIGKILLed mid-job, then restarted', () => {
     const active = (await inspect.getActive()).map((j) => j.id);
     expect(active).toHaveLength(CONCURRENCY);
     // The call rows and turns are written before the analysis: these jobs are half done.
-    for (const id of active) expect(await rowCounts(id!)).toEqual({ calls: 1, turns: 3, results: 0 });
+    for (const id of active) expect(await harness.rowCounts(id!)).toEqual({ calls: 1, turns: 3, results: 0 });
 
     const killedAt = Date.now();
     expect(await first.kill('SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' });
@@ -175,7 +149,7 @@ describe('fault: post-call worker SIGKILLed mid-job, then restarted', () => {
     }
 
     // PostgreSQL: exactly one call row, three turns and one result per call; nothing else.
-    for (const job of jobs) expect(await rowCounts(job.callSid)).toEqual({ calls: 1, turns: 3, results: 1 });
+    for (const job of jobs) expect(await harness.rowCounts(job.callSid)).toEqual({ calls: 1, turns: 3, results: 1 });
     const { rows: totals } = await db.query<{ calls: number; turns: number; results: number; processed: number }>(
       `SELECT (SELECT count(*)::int FROM calls) AS calls, (SELECT count(*)::int FROM turns) AS turns,
               (SELECT count(*)::int FROM post_call_results) AS results,
