@@ -4,8 +4,8 @@
  *
  * A lean Twilio caller per call: (mode `twilio`) the signed voice webhook, the TwiML's
  * `<Stream url>` and its `<Parameter>`s (callSid, streamToken) into `start.customParameters`; then one
- * `ws` per call speaking Twilio's messages (`connected`, `start`, a 20 ms `media` frame per call on one
- * shared drift-free timer, `stop`), echoing marks when the audio before them has played and at once
+ * `ws` per call speaking Twilio's messages (`connected`, `start`, a 20 ms `media` frame per call, each
+ * call on its own drift-free cadence with a random phase, all from one timer, `stop`), echoing marks when the audio before them has played and at once
  * on `clear`, as Twilio does. Mode `bare` skips the webhook (the floor server has none).
  *
  * The caller audio is low-level noise, so the server's VAD runs on every frame but no turn starts.
@@ -30,6 +30,8 @@ export interface CallerConfig {
   calls: number;
   /** RMS level of the caller's noise, dBFS. */
   noiseDbfs: number;
+  /** `spread` (default): each call on its own random phase; `aligned`: every call's frame at once. */
+  inboundPhases?: 'spread' | 'aligned';
 }
 
 export interface CallerReady {
@@ -60,7 +62,7 @@ export interface CallerStats {
   clears: number;
   marksEchoed: number;
   framesSent: number;
-  /** How late the caller's shared 20 ms timer fired (a late caller means late inbound audio). */
+  /** How late the callers' shared timer fired (a late caller means late inbound audio). */
   tickLateP99: number;
   tickLateMax: number;
   cpuMs: number;
@@ -81,6 +83,8 @@ interface Call {
   lastArrivalMs: number;
   playEndMs: number;
   pendingMarks: Array<{ name: string; dueMs: number }>;
+  /** When this call's next media frame is due (its own 20 ms cadence). */
+  nextDueMs: number;
 }
 
 const FRAME_MS = 20;
@@ -203,20 +207,34 @@ async function main(): Promise<void> {
     }
   };
 
-  // One shared, drift-free 20 ms clock for every call's media.
-  let ticks = 0;
+  // One timer for every call's media, armed for the earliest call due. Each call keeps its own
+  // drift-free 20 ms cadence: with `spread` phases a random offset per call (independent calls, as
+  // they reach a server from a carrier), with `aligned` one shared grid (every call's frame in one
+  // burst each 20 ms: the worst case for the server's pacing).
   let timer: NodeJS.Timeout | undefined;
+  let timerDueMs = Infinity;
   let stopped = false;
+  const firstDueMs = (): number =>
+    config.inboundPhases === 'aligned' ? t0 + (Math.floor((performance.now() - t0) / FRAME_MS) + 1) * FRAME_MS : performance.now() + Math.random() * FRAME_MS;
+  const arm = (): void => {
+    if (stopped) return;
+    let earliest = Infinity;
+    for (const call of calls) if (call.started && call.open && call.nextDueMs < earliest) earliest = call.nextDueMs;
+    if (earliest === Infinity || (timer !== undefined && timerDueMs <= earliest)) return;
+    if (timer !== undefined) clearTimeout(timer);
+    timerDueMs = earliest;
+    timer = setTimeout(tick, Math.max(0, earliest - performance.now()));
+  };
   const tick = (): void => {
     const now = performance.now();
-    const due = Math.floor((now - t0) / FRAME_MS);
-    // Lateness against the tick this timer was armed for (a missed tick counts in full).
-    if (measuring) tickLate.record(Math.max(0, now - (t0 + (ticks + 1) * FRAME_MS)));
-    const frames = Math.max(0, due - ticks);
-    ticks = due;
+    // Lateness against the due time this timer was armed for.
+    if (measuring) tickLate.record(Math.max(0, now - timerDueMs));
+    timer = undefined;
+    timerDueMs = Infinity;
     for (const call of calls) {
       if (!call.open || !call.started) continue;
-      for (let i = 0; i < frames; i++) {
+      while (call.nextDueMs <= now + 0.5) {
+        call.nextDueMs += FRAME_MS;
         call.seq++;
         const index = call.framesSent++;
         const payload = noise[(call.noiseIndex + index) % NOISE_FRAMES]!;
@@ -228,9 +246,8 @@ async function main(): Promise<void> {
       }
       while (call.pendingMarks.length > 0 && call.pendingMarks[0]!.dueMs <= now) echoMark(call, call.pendingMarks.shift()!.name);
     }
-    if (!stopped) timer = setTimeout(tick, Math.max(0, t0 + (ticks + 1) * FRAME_MS - performance.now()));
+    arm();
   };
-  timer = setTimeout(tick, FRAME_MS);
 
   const placeOne = async (): Promise<void> => {
     const callSid = sid('CA');
@@ -254,6 +271,7 @@ async function main(): Promise<void> {
       lastArrivalMs: 0,
       playEndMs: 0,
       pendingMarks: [],
+      nextDueMs: Infinity,
     };
     ws.on('message', (data) => onMessage(call, data));
     ws.on('close', () => {
@@ -273,7 +291,9 @@ async function main(): Promise<void> {
     ws.send(JSON.stringify({ event: 'connected', protocol: 'Call', version: '1.0.0' }));
     call.seq++;
     ws.send(JSON.stringify(twilioStartMessage({ sequenceNumber: String(call.seq), accountSid, callSid, streamSid, customParameters: parameters })));
+    call.nextDueMs = firstDueMs();
     call.started = true;
+    arm();
   };
 
   // Set-up: a few calls at a time, as calls would ring in.

@@ -8,6 +8,14 @@
  * the agent talks through the whole window; the callers send low-level noise, so the VAD runs on
  * every inbound frame but no turn starts.
  *
+ * Each call's caller sends its frames on its own 20 ms cadence with a random phase, as independent
+ * calls reach a server (`--phases aligned` sends every call's frame in one burst each 20 ms instead:
+ * a worst case for pacing that no carrier produces).
+ *
+ * Ours and the floor are measured in paired rounds, one right after the other, and the ratio is the
+ * median of the rounds' ratios: the cost of a socket message on this machine drifts by ±15% from one
+ * window to the next, more than the effects being measured.
+ *
  * The floor is a bare `ws` server in this process that does the least any such server must:
  * JSON.parse + base64-decode each inbound frame, and send exactly as many outbound media messages
  * per call-second as the callers received from our server (same JSON shape, same payload size,
@@ -22,9 +30,9 @@
  *   - saturation signs: machine CPU busy (and how much of it is other processes), server event-loop
  *     utilisation, caller timer lateness, audio delivered per call-second, VAD chunks analysed per
  *     call-second; playback underruns at the callers are shown beside them
- *   - diagnostic: our server with a no-op VAD at 20 ms, to split the VAD's share of our CPU
+ *   - diagnostic (`--no-vad`): our server with a no-op VAD at the first frame size, to split the VAD's share
  *
- *   npx tsx bench/load.ts [--frames 20,40,60] [--calls 50,200] [--seconds 15]
+ *   npx tsx bench/load.ts [--frames 20,40,60] [--calls 50,200] [--seconds 15] [--rounds 3] [--phases spread|aligned]
  *   BENCH_CPU_PROFILE=/tmp/profiles npx tsx bench/load.ts …   (a .cpuprofile per case's window)
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -39,7 +47,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { SileroVad } from '../src/engines/local/silero-vad.js';
 import { LatencyHistogram } from '../src/metrics/histogram.js';
 import { startVoiceServer, TEST_AUTH_TOKEN, type RunningServer } from '../test/helpers/voice-test-server.js';
-import { fmt, isMain, machineBusyFraction, machineCpu, printTable, processCpuMs, row, sleep, type SummaryRow } from './common.js';
+import { fmt, isMain, machineBusyFraction, machineCpu, printSummary, printTable, processCpuMs, quantile, row, sleep, type SummaryRow } from './common.js';
 import type { Vad, VadStream } from '../src/engines/types.js';
 import type { CallerConfig, CallerReady, CallerStats } from './load-callers.js';
 
@@ -48,6 +56,8 @@ export type LoadServerKind = 'ours' | 'ours-no-vad' | 'floor';
 
 export interface LoadCase {
   server: LoadServerKind;
+  /** Which paired round (1-based): ours and the floor of the same round ran one after the other. */
+  round: number;
   frameMs: number;
   calls: number;
   callsAlive: number;
@@ -98,6 +108,14 @@ export interface LoadBenchOptions {
   withNoVad?: boolean;
   /** Extra environment for our server (e.g. VAD_NOISE_GATE=off for the model on every chunk). */
   serverEnv?: Record<string, string>;
+  /**
+   * Paired rounds per frame size and call count: ours, then the floor, again and again. This
+   * machine's CPU cost per message drifts by ±15% between windows a minute apart, so the ratio is
+   * the median of the rounds' own ratios, not one window against another.
+   */
+  rounds?: number;
+  /** How the callers' frames are phased (load-callers.ts); default `spread`, as independent calls arrive. */
+  inboundPhases?: 'spread' | 'aligned';
 }
 
 export interface LoadBenchResult {
@@ -250,7 +268,8 @@ interface Probe {
   server: LoadServerKind;
   frameMs: number;
   calls: number;
-  target: Omit<CallerConfig, 'type' | 'calls' | 'noiseDbfs'>;
+  target: Omit<CallerConfig, 'type' | 'calls' | 'noiseDbfs' | 'inboundPhases'>;
+  round: number;
   lateness: LatencyHistogram;
   vad?: SileroVad;
   drained?: () => Promise<void>;
@@ -283,10 +302,15 @@ function nextMessage<T extends { type: string }>(child: ChildProcess, type: T['t
   });
 }
 
-async function measure(probe: Probe, windowS: number, warmupS: number, noiseDbfs: number): Promise<LoadCase> {
+interface CallerSetup {
+  noiseDbfs: number;
+  inboundPhases: 'spread' | 'aligned';
+}
+
+async function measure(probe: Probe, windowS: number, warmupS: number, callers: CallerSetup): Promise<LoadCase> {
   const child = fork(fileURLToPath(new URL('./load-callers.ts', import.meta.url)), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   try {
-    const config: CallerConfig = { type: 'config', calls: probe.calls, noiseDbfs, ...probe.target };
+    const config: CallerConfig = { type: 'config', calls: probe.calls, ...callers, ...probe.target };
     child.send(config);
     const ready = await nextMessage<CallerReady>(child, 'ready', 60_000);
     if (ready.failed > 0) console.log(`  ${ready.failed} of ${probe.calls} calls failed to start: ${ready.firstError ?? ''}`);
@@ -349,6 +373,7 @@ async function measure(probe: Probe, windowS: number, warmupS: number, noiseDbfs
 
     return {
       server: probe.server,
+      round: probe.round,
       frameMs: probe.frameMs,
       calls: probe.calls,
       callsAlive: stats.callsAlive,
@@ -430,7 +455,7 @@ async function waitForDrain(server: RunningServer, timeoutMs: number): Promise<v
 
 function describe(c: LoadCase): string[] {
   return [
-    c.server,
+    `${c.server} #${c.round}`,
     String(c.frameMs),
     `${c.callsAlive}/${c.calls}`,
     `${fmt(c.cpuMsPerCallSecond, 2)} (${fmt(c.sysMsPerCallSecond, 2)})`,
@@ -456,38 +481,61 @@ export async function runLoadBench(options: LoadBenchOptions = {}): Promise<Load
   const headlineS = options.seconds ?? 15;
   const otherS = options.otherSeconds ?? 8;
   const warmupS = options.warmupSeconds ?? 3;
-  const noiseDbfs = options.noiseDbfs ?? -50;
-  const withNoVad = options.withNoVad ?? true;
+  const rounds = options.rounds ?? 3;
+  const callers: CallerSetup = { noiseDbfs: options.noiseDbfs ?? -50, inboundPhases: options.inboundPhases ?? 'spread' };
+  const withNoVad = options.withNoVad ?? false;
   const serverEnv = options.serverEnv ?? {};
   console.log(
-    `\n== Load: server CPU per call-second and pacing, ours vs a bare ws floor (callers in a child process; ` +
-      `${warmupS} s warm-up, ${headlineS} s window at 20 ms, ${otherS} s otherwise; caller noise ${noiseDbfs} dBFS${Object.keys(serverEnv).length > 0 ? `; ${Object.entries(serverEnv).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}) ==`,
+    `\n== Load: server CPU per call-second and pacing, ours vs a bare ws floor (callers in a child process, ${callers.inboundPhases} phases; ` +
+      `${rounds} paired rounds of ${warmupS} s warm-up + ${headlineS} s window at ${frames[0]} ms, ${otherS} s otherwise; caller noise ${callers.noiseDbfs} dBFS` +
+      `${Object.keys(serverEnv).length > 0 ? `; ${Object.entries(serverEnv).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}) ==`,
   );
   const dir = mkdtempSync(join(tmpdir(), 'bench-load-'));
   const cases: LoadCase[] = [];
-  let leadMs = 100;
   try {
     const scriptPath = writeLongGreetingScript(dir);
     for (const frameMs of frames) {
-      const windowS = frameMs === 20 ? headlineS : otherS;
+      const windowS = frameMs === frames[0] ? headlineS : otherS;
       const server = await startVoiceServer({ AGENT_SCRIPT: scriptPath, OUTBOUND_FRAME_MS: String(frameMs), LOG_LEVEL: process.env['BENCH_LOG_LEVEL'] ?? 'silent', ...serverEnv });
-      const ours: LoadCase[] = [];
-      leadMs = server.config.audio.outboundLeadMs;
+      const leadMs = server.config.audio.outboundLeadMs;
       try {
         const vad = server.engines.vad instanceof SileroVad ? server.engines.vad : undefined;
         for (const calls of callCounts) {
-          const probe: Probe = {
-            server: 'ours',
-            frameMs,
-            calls,
-            target: { mode: 'twilio', url: server.url, authToken: TEST_AUTH_TOKEN },
-            lateness: server.scheduler.lateness,
-            drained: () => waitForDrain(server, 10_000),
-          };
-          if (vad !== undefined) probe.vad = vad;
-          const result = await measure(probe, windowS, warmupS, noiseDbfs);
-          ours.push(result);
-          cases.push(result);
+          let floor: FloorServer | undefined;
+          let floorUrl = '';
+          try {
+            for (let round = 1; round <= rounds; round++) {
+              const probe: Probe = {
+                server: 'ours',
+                round,
+                frameMs,
+                calls,
+                target: { mode: 'twilio', url: server.url, authToken: TEST_AUTH_TOKEN },
+                lateness: server.scheduler.lateness,
+                drained: () => waitForDrain(server, 10_000),
+              };
+              if (vad !== undefined) probe.vad = vad;
+              const ours = await measure(probe, windowS, warmupS, callers);
+              cases.push(ours);
+              if (floor === undefined) {
+                // The floor sends as many messages per call-second as our callers got from us.
+                floor = new FloorServer(1000 / ours.mediaPerCallSecond, (frameMs / 20) * 160, leadMs);
+                floorUrl = await floor.listen();
+              }
+              const floorProbe: Probe = {
+                server: 'floor',
+                round,
+                frameMs,
+                calls,
+                target: { mode: 'bare', url: floorUrl },
+                lateness: floor.lateness,
+                intendedAudioMsPerCallSecond: ours.mediaPerCallSecond * frameMs,
+              };
+              cases.push(await measure(floorProbe, windowS, warmupS, callers));
+            }
+          } finally {
+            await floor?.close();
+          }
         }
       } finally {
         await server.close();
@@ -501,34 +549,17 @@ export async function runLoadBench(options: LoadBenchOptions = {}): Promise<Load
           for (const calls of callCounts) {
             const probe: Probe = {
               server: 'ours-no-vad',
+              round: 1,
               frameMs,
               calls,
               target: { mode: 'twilio', url: bare.url, authToken: TEST_AUTH_TOKEN },
               lateness: bare.scheduler.lateness,
               drained: () => waitForDrain(bare, 10_000),
             };
-            cases.push(await measure(probe, otherS, warmupS, noiseDbfs));
+            cases.push(await measure(probe, otherS, warmupS, callers));
           }
         } finally {
           await bare.close();
-        }
-      }
-      for (const [i, calls] of callCounts.entries()) {
-        const rate = ours[i]?.mediaPerCallSecond ?? 1000 / frameMs;
-        const floor = new FloorServer(1000 / rate, (frameMs / 20) * 160, leadMs);
-        try {
-          const url = await floor.listen();
-          const probe: Probe = {
-            server: 'floor',
-            frameMs,
-            calls,
-            target: { mode: 'bare', url },
-            lateness: floor.lateness,
-            intendedAudioMsPerCallSecond: rate * frameMs,
-          };
-          cases.push(await measure(probe, windowS, warmupS, noiseDbfs));
-        } finally {
-          await floor.close();
         }
       }
       printCases(cases.filter((c) => c.frameMs === frameMs));
@@ -549,18 +580,27 @@ export async function runLoadBench(options: LoadBenchOptions = {}): Promise<Load
   }
   for (const frameMs of frames) {
     for (const calls of callCounts) {
-      const ours = cases.find((c) => c.server === 'ours' && c.frameMs === frameMs && c.calls === calls);
-      const floor = cases.find((c) => c.server === 'floor' && c.frameMs === frameMs && c.calls === calls);
-      if (ours === undefined || floor === undefined) continue;
-      const ratio = ours.cpuMsPerCallSecond / floor.cpuMsPerCallSecond;
+      const ours = cases.filter((c) => c.server === 'ours' && c.frameMs === frameMs && c.calls === calls);
+      const floor = cases.filter((c) => c.server === 'floor' && c.frameMs === frameMs && c.calls === calls);
+      const pairs = ours.flatMap((o) => {
+        const f = floor.find((c) => c.round === o.round);
+        return f === undefined ? [] : [{ ours: o, floor: f, ratio: o.cpuMsPerCallSecond / f.cpuMsPerCallSecond }];
+      });
+      if (pairs.length === 0) continue;
+      const ratio = median(pairs.map((p) => p.ratio));
+      const oursCpu = median(pairs.map((p) => p.ours.cpuMsPerCallSecond));
+      const floorCpu = median(pairs.map((p) => p.floor.cpuMsPerCallSecond));
+      const pacing = median(pairs.map((p) => p.ours.pacingP99));
       const noVad = cases.find((c) => c.server === 'ours-no-vad' && c.frameMs === frameMs && c.calls === calls);
       const tag = `${frameMs} ms frames, ${calls} calls`;
-      const sat = ours.saturated.length > 0 ? ' (SATURATED)' : '';
-      const shared = Math.max(ours.otherCores, floor.otherCores) > 0.3 ? ` [machine shared: up to ${fmt(Math.max(ours.otherCores, floor.otherCores), 1)} cores of other processes]` : '';
+      const sat = pairs.some((p) => p.ours.saturated.length > 0) ? ' (SATURATED)' : '';
+      const others = Math.max(...pairs.flatMap((p) => [p.ours.otherCores, p.floor.otherCores]));
+      const shared = others > 0.3 ? ` [machine shared: up to ${fmt(others, 1)} cores of other processes]` : '';
+      const perRound = pairs.length > 1 ? `; rounds ${pairs.map((p) => `${fmt(p.ratio, 2)}×`).join(', ')}` : '';
       summary.push(
         row(
           `CPU per call-second, ${tag}${sat}`,
-          `ours ${fmt(ours.cpuMsPerCallSecond, 2)} ms, floor ${fmt(floor.cpuMsPerCallSecond, 2)} ms: ${fmt(ratio, 2)}×${shared}`,
+          `ours ${fmt(oursCpu, 2)} ms, floor ${fmt(floorCpu, 2)} ms: ${fmt(ratio, 2)}×${pairs.length > 1 ? ' (median)' : ''}${perRound}${shared}`,
           '≤ 1.5×',
           ratio <= 1.5,
         ),
@@ -569,15 +609,28 @@ export async function runLoadBench(options: LoadBenchOptions = {}): Promise<Load
           : [
               row(
                 `  split, ${tag}`,
-                `VAD ≈ ${fmt(ours.cpuMsPerCallSecond - noVad.cpuMsPerCallSecond, 2)} ms; rest of ours ${fmt(noVad.cpuMsPerCallSecond, 2)} ms = ${fmt(noVad.cpuMsPerCallSecond / floor.cpuMsPerCallSecond, 2)}× floor`,
+                `VAD ≈ ${fmt(oursCpu - noVad.cpuMsPerCallSecond, 2)} ms; rest of ours ${fmt(noVad.cpuMsPerCallSecond, 2)} ms = ${fmt(noVad.cpuMsPerCallSecond / floorCpu, 2)}× floor`,
               ),
             ]),
-        row(`pacing lateness p99 (scheduler), ${tag}${sat}`, `${fmt(ours.pacingP99, 1)} ms (floor ${fmt(floor.pacingP99, 1)} ms)`, '≤ 5 ms', ours.pacingP99 <= 5),
-        row(`caller inter-arrival jitter p99, ${tag}`, `${fmt(ours.callerJitterP99, 1)} ms (floor ${fmt(floor.callerJitterP99, 1)} ms)`),
+        row(
+          `pacing lateness p99 (scheduler), ${tag}${sat}`,
+          `${fmt(pacing, 1)} ms${pairs.length > 1 ? ` (median; rounds ${pairs.map((p) => fmt(p.ours.pacingP99, 1)).join(', ')})` : ''} (floor ${fmt(median(pairs.map((p) => p.floor.pacingP99)), 1)} ms)`,
+          '≤ 5 ms',
+          pacing <= 5,
+        ),
+        row(
+          `caller inter-arrival jitter p99, ${tag}`,
+          `${fmt(median(pairs.map((p) => p.ours.callerJitterP99)), 1)} ms (floor ${fmt(median(pairs.map((p) => p.floor.callerJitterP99)), 1)} ms)`,
+        ),
       );
     }
   }
   return { cases, summary };
+}
+
+/** The middle value (the lower of the two middle ones for an even count). */
+function median(values: readonly number[]): number {
+  return quantile(values, 0.5);
 }
 
 function printCases(cases: LoadCase[]): void {
@@ -621,13 +674,21 @@ if (isMain(import.meta.url)) {
       calls: { type: 'string', default: '50,200' },
       seconds: { type: 'string', default: '15' },
       'other-seconds': { type: 'string', default: '8' },
+      rounds: { type: 'string', default: '3' },
+      phases: { type: 'string', default: 'spread' },
+      'no-vad': { type: 'boolean', default: false },
     },
   });
-  await runLoadBench({
+  if (values.phases !== 'spread' && values.phases !== 'aligned') throw new Error('--phases must be spread or aligned');
+  const result = await runLoadBench({
     frames: values.frames.split(',').map(Number) as Array<20 | 40 | 60>,
     calls: values.calls.split(',').map(Number),
     seconds: Number(values.seconds),
     otherSeconds: Number(values['other-seconds']),
+    rounds: Number(values.rounds),
+    inboundPhases: values.phases,
+    withNoVad: values['no-vad'],
   });
+  printSummary('Load', result.summary);
   process.exit(0);
 }

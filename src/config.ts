@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ApiKeys, ApiKeysError, parseApiKeys } from './api/api-keys.js';
+import { DEFAULT_BATCH_WINDOW_MS } from './engines/local/silero-vad.js';
 
 export type OutboundFrameMs = 20 | 40 | 60;
 
@@ -59,6 +60,8 @@ export interface Config {
     vadThreshold: number;
     /** Chunks of silence and steady line noise skip the VAD model (see speech-gate.ts). */
     vadNoiseGate: boolean;
+    /** How long a chunk in speech may wait for other calls' chunks to share an inference (SileroVad.batchDue). */
+    vadBatchWindowMs: number;
   };
   audio: {
     outboundFrameMs: OutboundFrameMs;
@@ -238,6 +241,7 @@ export function loadConfig(env: Env = process.env): Config {
       bargeInMinSpeechMs: read.int('BARGE_IN_MIN_SPEECH_MS', 150, 0, 2000),
       vadThreshold: read.number('VAD_THRESHOLD', 0.5, 0.05, 0.99),
       vadNoiseGate: read.choice('VAD_NOISE_GATE', ['on', 'off'] as const, 'on') === 'on',
+      vadBatchWindowMs: read.int('VAD_BATCH_WINDOW_MS', DEFAULT_BATCH_WINDOW_MS, 0, 100),
     },
     audio: {
       outboundFrameMs: outboundFrameMs as OutboundFrameMs,

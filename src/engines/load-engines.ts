@@ -87,6 +87,7 @@ export async function loadEngines(config: Config, logger: Logger): Promise<Loade
   const vad = new SileroVad(vadInference, {
     maxBacklogMs: config.audio.inboundBufferMs,
     speechGate: speechGateFor(config.turn),
+    batchWindowMs: config.turn.vadBatchWindowMs,
     onError: (error) => logger.error({ event: 'vad_failed', err: error.message }, 'speech detection failed'),
   });
 

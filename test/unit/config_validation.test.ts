@@ -8,7 +8,7 @@ describe('configuration', () => {
   it('uses the documented defaults', () => {
     const config = loadConfig(base);
     expect(config.port).toBe(8080);
-    expect(config.turn).toEqual({ endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, vadThreshold: 0.5, vadNoiseGate: true });
+    expect(config.turn).toEqual({ endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, vadThreshold: 0.5, vadNoiseGate: true, vadBatchWindowMs: 24 });
     expect(config.llm).toBeUndefined();
     expect(loadConfig({ ...base, VAD_NOISE_GATE: 'off' }).turn.vadNoiseGate).toBe(false);
     expect(() => loadConfig({ ...base, VAD_NOISE_GATE: 'maybe' })).toThrow(/VAD_NOISE_GATE/);

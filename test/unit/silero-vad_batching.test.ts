@@ -1,5 +1,5 @@
 // Guards the shared Silero VAD: real speech detected, calls batched into one inference, silence answered for free, order kept.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SileroVad, type SileroInference } from '../../src/engines/local/silero-vad.js';
 import type { VadResult } from '../../src/engines/types.js';
 import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
@@ -131,6 +131,116 @@ describe('Silero VAD (shared, batched)', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(dying.failure).toBeDefined();
     await dying.close();
+  });
+});
+
+describe('Silero VAD batch window (calls in speech share an inference)', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  /** A model that answers at once and records the size of each batch it is given. */
+  function recordingVad(batchWindowMs: number): { vad: SileroVad; sizes: number[] } {
+    const sizes: number[] = [];
+    const inference: SileroInference = {
+      name: 'recording',
+      run: async (size, _input, state) => {
+        sizes.push(size);
+        return { probabilities: new Float32Array(size).fill(0.9), nextState: state, inferenceMs: 0 };
+      },
+      close: async () => {},
+    };
+    // No gate: every chunk needs the model, as for a caller who is talking.
+    return { vad: new SileroVad(inference, { speechGate: false, batchWindowMs, now: () => Date.now() }), sizes };
+  }
+  const chunk = (): Int16Array => Int16Array.from({ length: 256 }, (_, i) => (i % 2 === 0 ? 4000 : -4000));
+  const settle = (ms = 0): Promise<void> => vi.advanceTimersByTimeAsync(ms);
+
+  it('answers a lone talker at once and batches two talkers, the first waiting for the second', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'Date'] });
+    const { vad, sizes } = recordingVad(1000);
+    const a: number[] = [];
+    const b: number[] = [];
+    const streamA = vad.createStream((r) => a.push(r.endSample));
+    const streamB = vad.createStream((r) => b.push(r.endSample));
+    streamA.push(chunk());
+    await settle();
+    expect(sizes).toEqual([1]); // the only call in speech: nothing to wait for
+    streamB.push(chunk());
+    await settle(10);
+    expect(sizes).toEqual([1]); // B's chunk waits for A's next one
+    streamA.push(chunk());
+    await settle();
+    expect(sizes).toEqual([1, 2]); // both talkers in one inference, long before the window ends
+    expect(a).toEqual([256, 512]);
+    expect(b).toEqual([256]);
+    streamA.close();
+    streamB.close();
+    await vad.close();
+  });
+
+  it('runs a waiting chunk when the window ends, however many talkers stay silent', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'Date'] });
+    const { vad, sizes } = recordingVad(30);
+    const results: number[] = [];
+    const streams = [0, 1, 2].map(() => vad.createStream(() => {}));
+    const talker = vad.createStream((r) => results.push(r.endSample));
+    for (const s of [...streams, talker]) s.push(chunk());
+    await settle();
+    expect(sizes).toEqual([4]);
+    talker.push(chunk()); // the other three callers fall silent (their audio stops arriving)
+    await settle(29);
+    expect(results).toEqual([256]);
+    await settle(2);
+    expect(sizes).toEqual([4, 1]);
+    expect(results).toEqual([256, 512]);
+    await vad.close();
+  });
+
+  it('does not hold back a call that has fallen a chunk behind', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'Date'] });
+    const { vad, sizes } = recordingVad(1000);
+    const a: number[] = [];
+    const streamA = vad.createStream((r) => a.push(r.endSample));
+    const streamB = vad.createStream(() => {});
+    streamA.push(chunk());
+    streamB.push(chunk());
+    await settle();
+    expect(sizes).toEqual([2]);
+    streamA.push(new Int16Array(512).map((_, i) => (i % 2 === 0 ? 4000 : -4000))); // two chunks at once
+    await settle();
+    expect(a).toEqual([256, 512, 768]); // both answered without waiting for B
+    expect(sizes).toEqual([2, 1, 1]);
+    await vad.close();
+  });
+
+  it('with a window of 0 never waits', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'Date'] });
+    const { vad, sizes } = recordingVad(0);
+    const streamA = vad.createStream(() => {});
+    const streamB = vad.createStream(() => {});
+    streamA.push(chunk());
+    streamB.push(chunk());
+    await settle();
+    streamA.push(chunk());
+    await settle();
+    expect(sizes).toEqual([2, 1]);
+    await vad.close();
+  });
+
+  it('a call that hangs up stops counting as a talker', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'Date'] });
+    const { vad, sizes } = recordingVad(1000);
+    const streamA = vad.createStream(() => {});
+    const streamB = vad.createStream(() => {});
+    streamA.push(chunk());
+    streamB.push(chunk());
+    await settle();
+    streamB.close();
+    streamA.push(chunk());
+    await settle();
+    expect(sizes).toEqual([2, 1]); // no wait for B's chunk: B is gone
+    await vad.close();
   });
 });
 

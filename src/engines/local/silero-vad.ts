@@ -24,6 +24,8 @@ export const CHUNK = 256;
 export const CONTEXT = 32;
 export const STATE_SIZE = 128;
 const MAX_BATCH = 256;
+/** See `SileroVad.batchDue`: a chunk in speech waits at most this long for other calls' chunks. */
+export const DEFAULT_BATCH_WINDOW_MS = 24;
 /** After this many chunks answered by the gate, the recurrent state starts afresh (see answerQuietChunks). */
 const RESET_AFTER_QUIET_CHUNKS = 16;
 
@@ -40,6 +42,13 @@ export interface SileroVadOptions {
   onError?: (error: Error) => void;
   /** Which chunks skip the model (see speech-gate.ts); `false` runs the model on every chunk. */
   speechGate?: SpeechGateOptions | false;
+  /**
+   * How long a chunk that needs the model may wait for the chunks of other calls that are also in
+   * speech, so they share one inference (0: run as soon as the event loop turns). See `batchDue`.
+   */
+  batchWindowMs?: number;
+  /** Clock for the batch window (tests). */
+  now?: () => number;
 }
 
 /** Runs one batched Silero inference: `input` [size, 288], `state` [2, size, 128] → probabilities and next state. */
@@ -126,6 +135,13 @@ export class SileroVad implements Vad {
    * not every live call (hundreds of listening calls would otherwise be walked on every tick).
    */
   private readonly ready = new Set<SileroStream>();
+  /** Streams whose next chunk needs the model, in the order they got one; they form the batches. */
+  private readonly waiting = new Set<SileroStream>();
+  /** When `waiting` last went from empty to not: the batch window counts from here. */
+  private waitingSinceMs = 0;
+  /** Streams whose latest chunk needed the model (in speech, or no gate): a batch expects them. */
+  private modelActive = 0;
+  private windowTimer: NodeJS.Timeout | undefined;
   private running = false;
   private closed = false;
   /** Set when inference failed; `/ready` reports it. */
@@ -135,6 +151,8 @@ export class SileroVad implements Vad {
   private readonly maxBacklogSamples: number;
   private readonly onError: (error: Error) => void;
   private readonly speechGate: SpeechGateOptions | false;
+  private readonly batchWindowMs: number;
+  private readonly now: () => number;
 
   constructor(
     private readonly inference: SileroInference,
@@ -143,6 +161,8 @@ export class SileroVad implements Vad {
     this.maxBacklogSamples = Math.round(((options.maxBacklogMs ?? 2000) * SAMPLE_RATE) / 1000);
     this.onError = options.onError ?? ((error: Error) => process.stderr.write(`${error.message}\n`));
     this.speechGate = options.speechGate ?? {};
+    this.batchWindowMs = options.batchWindowMs ?? DEFAULT_BATCH_WINDOW_MS;
+    this.now = options.now ?? (() => performance.now());
   }
 
   /** The embedded default: inference on this machine's CPU, in a worker thread. */
@@ -174,34 +194,86 @@ export class SileroVad implements Vad {
     setImmediate(() => void this.runBatches());
   }
 
+  /** @internal a stream's latest chunk did (or did not) need the model */
+  setModelActive(active: boolean): void {
+    this.modelActive += active ? 1 : -1;
+  }
+
   /** @internal */
   forget(stream: SileroStream): void {
     this.streams.delete(stream);
     this.ready.delete(stream);
+    this.waiting.delete(stream);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.windowTimer !== undefined) clearTimeout(this.windowTimer);
     this.streams.clear();
     this.ready.clear();
+    this.waiting.clear();
     await this.inference.close();
+  }
+
+  /**
+   * Whether the waiting chunks should go to the model now rather than wait for more. Each inference
+   * has a fixed cost of several hundred µs on this CPU (cold caches between batches, ~115 graph
+   * nodes), so a batch of 50 chunks costs about half as much per chunk as one of 8 (bench/vad.ts).
+   * A waiting chunk therefore holds for the other calls in speech, but never longer than the
+   * window, never when every call in speech has a chunk waiting (a lone talker is answered at
+   * once), and never when a call has fallen a chunk behind (the batches must keep up with 31.25
+   * chunks per second per call).
+   */
+  private batchDue(nowMs: number): boolean {
+    if (this.batchWindowMs <= 0 || this.waiting.size >= Math.min(MAX_BATCH, this.modelActive)) return true;
+    if (nowMs - this.waitingSinceMs >= this.batchWindowMs) return true;
+    for (const stream of this.waiting) if (stream.isBehind()) return true;
+    return false;
+  }
+
+  private armWindow(nowMs: number): void {
+    if (this.windowTimer !== undefined) return;
+    this.windowTimer = setTimeout(
+      () => {
+        this.windowTimer = undefined;
+        this.schedule();
+      },
+      Math.max(1, this.waitingSinceMs + this.batchWindowMs - nowMs),
+    );
+    this.windowTimer.unref();
   }
 
   private async runBatches(): Promise<void> {
     try {
       for (;;) {
-        const batch: SileroStream[] = [];
         for (const stream of this.ready) {
           // Silence and steady line noise are answered without inference (see speech-gate.ts).
           stream.answerQuietChunks();
-          // Out of the set either way: a batched stream rejoins at the back, so beyond MAX_BATCH
-          // ready calls every one takes its turn.
           this.ready.delete(stream);
-          if (stream.hasChunk()) batch.push(stream);
+          if (stream.hasChunk()) {
+            if (this.waiting.size === 0) this.waitingSinceMs = this.now();
+            this.waiting.add(stream);
+          }
+        }
+        if (this.waiting.size === 0 || this.closed) break;
+        const nowMs = this.now();
+        if (!this.batchDue(nowMs)) {
+          this.armWindow(nowMs);
+          break;
+        }
+        if (this.windowTimer !== undefined) clearTimeout(this.windowTimer);
+        this.windowTimer = undefined;
+        // Oldest first; a batched stream rejoins at the back, so beyond MAX_BATCH waiting calls
+        // every one takes its turn.
+        const batch: SileroStream[] = [];
+        for (const stream of this.waiting) {
+          batch.push(stream);
+          this.waiting.delete(stream);
           if (batch.length === MAX_BATCH) break;
         }
-        if (batch.length === 0 || this.closed) break;
+        if (this.waiting.size > 0) this.waitingSinceMs = nowMs;
+        // Chunks that arrive meanwhile are sorted after the inference.
         for (const stream of batch) this.ready.add(stream);
         try {
           await this.infer(batch);
@@ -250,6 +322,10 @@ class SileroStream implements VadStream {
   private position = 0;
   private closed = false;
   private quietChunks = 0;
+  /** Whether the latest chunk needed the model (counted by the VAD, see `batchDue`). */
+  private modelActive = false;
+  /** A whole chunk was already waiting when the latest chunk was taken for inference. */
+  private fellBehind = false;
   /** Level of the chunk in the current inference (one per stream per batch): the gate learns from its answer. */
   private inferredLevel = -96;
 
@@ -273,9 +349,25 @@ class SileroStream implements VadStream {
   }
 
   close(): void {
+    if (this.closed) return;
     this.closed = true;
     this.backlog.clear();
+    this.setModelActive(false);
     this.vad.forget(this);
+  }
+
+  /**
+   * Holds a second whole chunk behind the one waiting for the model, or held one when its last chunk
+   * went to the model (that chunk arrived a batch ago): either way the call is behind real time.
+   */
+  isBehind(): boolean {
+    return this.fellBehind || this.backlog.bufferedSamples >= 2 * CHUNK;
+  }
+
+  private setModelActive(active: boolean): void {
+    if (this.modelActive === active) return;
+    this.modelActive = active;
+    this.vad.setModelActive(active);
   }
 
   get droppedSamples(): number {
@@ -298,8 +390,11 @@ class SileroStream implements VadStream {
       const chunk = this.backlog.peek(CHUNK)!;
       if (this.gate === undefined || this.gate.needsModel(levelDbfs(chunk))) {
         this.quietChunks = 0;
+        this.setModelActive(true);
         return;
       }
+      this.setModelActive(false);
+      this.fellBehind = false;
       if (++this.quietChunks === RESET_AFTER_QUIET_CHUNKS) {
         this.state.fill(0);
         this.context.fill(0);
@@ -316,6 +411,7 @@ class SileroStream implements VadStream {
   /** Writes [context, chunk] as float into `input` and this stream's state into batch slot b. */
   fill(input: Float32Array, offset: number, state: Float32Array, b: number, size: number): void {
     const chunk = this.backlog.take(CHUNK)!;
+    this.fellBehind = this.backlog.bufferedSamples >= CHUNK;
     if (this.gate !== undefined) this.inferredLevel = levelDbfs(chunk);
     input.set(this.context, offset);
     const base = offset + CONTEXT;
