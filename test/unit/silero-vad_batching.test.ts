@@ -154,7 +154,9 @@ describe('Silero VAD batch window (calls in speech share an inference)', () => {
     return { vad: new SileroVad(inference, { speechGate: false, batchWindowMs, now: () => Date.now() }), sizes };
   }
   const chunk = (): Int16Array => Int16Array.from({ length: 256 }, (_, i) => (i % 2 === 0 ? 4000 : -4000));
-  const settle = (ms = 0): Promise<void> => vi.advanceTimersByTimeAsync(ms);
+  const settle = async (ms = 0): Promise<void> => {
+    await vi.advanceTimersByTimeAsync(ms);
+  };
 
   it('answers a lone talker at once and batches two talkers, the first waiting for the second', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'Date'] });

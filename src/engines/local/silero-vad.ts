@@ -183,7 +183,8 @@ export class SileroVad implements Vad {
 
   /** @internal called by a stream once it holds a whole chunk */
   markReady(stream: SileroStream): void {
-    this.ready.add(stream);
+    // A stream already waiting keeps its place; the new audio may only make it fall behind.
+    if (!this.waiting.has(stream)) this.ready.add(stream);
     this.schedule();
   }
 
@@ -272,7 +273,6 @@ export class SileroVad implements Vad {
           this.waiting.delete(stream);
           if (batch.length === MAX_BATCH) break;
         }
-        if (this.waiting.size > 0) this.waitingSinceMs = nowMs;
         // Chunks that arrive meanwhile are sorted after the inference.
         for (const stream of batch) this.ready.add(stream);
         try {
