@@ -1,5 +1,5 @@
 // Guards the shared Silero VAD: real speech detected, calls batched into one inference, silence answered for free, order kept.
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SileroVad, type SileroInference } from '../../src/engines/local/silero-vad.js';
 import type { VadResult } from '../../src/engines/types.js';
 import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
@@ -135,6 +135,9 @@ describe('Silero VAD (shared, batched)', () => {
 });
 
 describe('Silero VAD batch window (calls in speech share an inference)', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'Date'] });
+  });
   afterEach(() => {
     vi.useRealTimers();
   });
@@ -153,13 +156,13 @@ describe('Silero VAD batch window (calls in speech share an inference)', () => {
     // No gate: every chunk needs the model, as for a caller who is talking.
     return { vad: new SileroVad(inference, { speechGate: false, batchWindowMs, now: () => Date.now() }), sizes };
   }
-  const chunk = (): Int16Array => Int16Array.from({ length: 256 }, (_, i) => (i % 2 === 0 ? 4000 : -4000));
+  /** `count` chunks of loud audio. */
+  const chunk = (count = 1): Int16Array => Int16Array.from({ length: 256 * count }, (_, i) => (i % 2 === 0 ? 4000 : -4000));
   const settle = async (ms = 0): Promise<void> => {
     await vi.advanceTimersByTimeAsync(ms);
   };
 
   it('answers a lone talker at once and batches two talkers, the first waiting for the second', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'Date'] });
     const { vad, sizes } = recordingVad(1000);
     const a: number[] = [];
     const b: number[] = [];
@@ -182,7 +185,6 @@ describe('Silero VAD batch window (calls in speech share an inference)', () => {
   });
 
   it('runs a waiting chunk when the window ends, however many talkers stay silent', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'Date'] });
     const { vad, sizes } = recordingVad(30);
     const results: number[] = [];
     const streams = [0, 1, 2].map(() => vad.createStream(() => {}));
@@ -200,7 +202,6 @@ describe('Silero VAD batch window (calls in speech share an inference)', () => {
   });
 
   it('does not hold back a call that has fallen a chunk behind', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'Date'] });
     const { vad, sizes } = recordingVad(1000);
     const a: number[] = [];
     const streamA = vad.createStream((r) => a.push(r.endSample));
@@ -209,7 +210,7 @@ describe('Silero VAD batch window (calls in speech share an inference)', () => {
     streamB.push(chunk());
     await settle();
     expect(sizes).toEqual([2]);
-    streamA.push(new Int16Array(512).map((_, i) => (i % 2 === 0 ? 4000 : -4000))); // two chunks at once
+    streamA.push(chunk(2)); // two chunks at once
     await settle();
     expect(a).toEqual([256, 512, 768]); // both answered without waiting for B
     expect(sizes).toEqual([2, 1, 1]);
@@ -217,7 +218,6 @@ describe('Silero VAD batch window (calls in speech share an inference)', () => {
   });
 
   it('with a window of 0 never waits', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'Date'] });
     const { vad, sizes } = recordingVad(0);
     const streamA = vad.createStream(() => {});
     const streamB = vad.createStream(() => {});
@@ -231,7 +231,6 @@ describe('Silero VAD batch window (calls in speech share an inference)', () => {
   });
 
   it('a call that hangs up stops counting as a talker', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'Date'] });
     const { vad, sizes } = recordingVad(1000);
     const streamA = vad.createStream(() => {});
     const streamB = vad.createStream(() => {});

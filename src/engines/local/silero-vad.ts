@@ -2,7 +2,9 @@
  * Silero VAD v5 on CPU through onnxruntime-node, at 8 kHz natively (256-sample chunks), shared by
  * every call in the process. Pending chunks of all live calls go into one batched inference (one
  * chunk per call per batch, since each call's recurrent state depends on its previous chunk): on
- * this machine that costs ~50 µs per chunk batched versus ~180–290 µs run alone.
+ * this machine that costs ~50 µs per chunk batched versus ~180–290 µs run alone. Silence and steady
+ * line noise skip the model (speech-gate.ts); a chunk that needs it waits a few ms for the chunks of
+ * the other calls in speech (see `batchDue`), since callers' audio arrives spread over time.
  *
  * Inference runs in one worker thread (`silero-vad-worker.mjs`): onnxruntime-node computes on the
  * calling thread, and on the event loop it would delay every call's outbound frames. While one batch

@@ -117,33 +117,30 @@ function parseStart(data: Json): ParseResult {
   };
 }
 
+// Fifty times per call-second: the fields are read straight into the message (no header object
+// spread into it, unlike the rare events below).
 function parseMedia(data: Json): ParseResult {
-  const streamSid = data['streamSid'];
-  if (typeof streamSid !== 'string' || streamSid === '') return fail('media: missing streamSid');
+  const streamSid = str(data, 'streamSid');
+  if (streamSid === undefined || streamSid === '') return fail('media: missing streamSid');
   const media = data['media'];
   if (!isObject(media)) return fail('media: missing "media" object');
-  const payload = media['payload'];
-  if (typeof payload !== 'string') return fail('media: missing payload');
+  const payload = str(media, 'payload');
+  if (payload === undefined) return fail('media: missing payload');
   if (payload.length > (MAX_PAYLOAD_BYTES * 4) / 3 + 4) return fail(`media: payload over ${MAX_PAYLOAD_BYTES} bytes`);
   // Node's decoder skips characters outside the alphabet, so a decoded length short of what the
   // text's length promises means the payload was not valid base64 (cheaper than a regex per frame).
-  const length = payload.length;
-  const padding = length > 0 && payload.charCodeAt(length - 1) === 61 ? (payload.charCodeAt(length - 2) === 61 ? 2 : 1) : 0;
-  const bytes = length % 4 === 0 ? Buffer.from(payload, 'base64') : undefined;
-  if (bytes === undefined || bytes.length !== (length / 4) * 3 - padding) return fail('media: payload is not valid base64');
-  const track = media['track'];
-  const chunk = media['chunk'];
-  const timestamp = media['timestamp'];
-  const sequenceNumber = data['sequenceNumber'];
+  const padding = payload.endsWith('==') ? 2 : payload.endsWith('=') ? 1 : 0;
+  const bytes = payload.length % 4 === 0 ? Buffer.from(payload, 'base64') : undefined;
+  if (bytes === undefined || bytes.length !== (payload.length / 4) * 3 - padding) return fail('media: payload is not valid base64');
   return {
     ok: true,
     message: {
       event: 'media',
-      sequenceNumber: typeof sequenceNumber === 'string' ? sequenceNumber : '',
+      sequenceNumber: str(data, 'sequenceNumber') ?? '',
       streamSid,
-      track: typeof track === 'string' ? track : 'inbound',
-      chunk: typeof chunk === 'string' ? chunk : '',
-      timestamp: typeof timestamp === 'string' ? timestamp : '',
+      track: str(media, 'track') ?? 'inbound',
+      chunk: str(media, 'chunk') ?? '',
+      timestamp: str(media, 'timestamp') ?? '',
       payload: bytes,
     },
   };
