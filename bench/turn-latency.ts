@@ -18,6 +18,7 @@
  *     first reply media frame received.
  *
  *   npx tsx bench/turn-latency.ts [--rounds 3] [--concurrent 4] [--stagger-ms 1200]
+ *   VAD_BATCH_WINDOW_MS=0 npx tsx bench/turn-latency.ts …   (compare VAD batch windows)
  */
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
@@ -172,6 +173,7 @@ export async function runTurnLatencyBench(options: TurnLatencyOptions = {}): Pro
     AGENT_SCRIPT: 'test/fixtures/agents',
     ASR_WORKERS: String(asrWorkers),
     LOG_LEVEL: process.env['BENCH_LOG_LEVEL'] ?? 'silent',
+    ...(process.env['VAD_BATCH_WINDOW_MS'] === undefined ? {} : { VAD_BATCH_WINDOW_MS: process.env['VAD_BATCH_WINDOW_MS'] }),
   });
   const sessions = new Map<string, { session: CallSession; events: TimedEvent[] }>();
   const unsubscribe = server.sessions.onStarted((session) => {
