@@ -1,6 +1,7 @@
 /**
  * Our numbers' agent profiles, for admins: `GET /v1/numbers`, `GET /v1/numbers/:number` and
- * `PUT /v1/numbers/:number` (create or replace the whole profile, recording policy included).
+ * `PUT /v1/numbers/:number` (create or replace the whole profile, recording policy included): 201 with
+ * a Location for a new number, 200 for a replaced one.
  * Analysts get 403 here.
  */
 import type { FastifyPluginAsync } from 'fastify';
@@ -49,11 +50,12 @@ const numbersRoutes: FastifyPluginAsync<NumbersRoutesOptions> = async (app, opti
       if (isSet(body.scriptPath) && isSet(body.prompt)) {
         return sendApiError(reply, 'invalid_request', 'body: set scriptPath or prompt, not both');
       }
-      const profile = await store.upsertNumber({ ...body, number });
+      const { profile, created } = await store.upsertNumber({ ...body, number });
       request.log.info(
-        { event: 'number_saved', number, recordingEnabled: profile.recordingEnabled, storeUnredacted: profile.storeUnredacted, by: apiKeyOf(request)?.fingerprint },
+        { event: 'number_saved', number, created, recordingEnabled: profile.recordingEnabled, storeUnredacted: profile.storeUnredacted, by: apiKeyOf(request)?.fingerprint },
         "number's agent profile saved",
       );
+      if (created) reply.code(201).header('location', `/v1/numbers/${encodeURIComponent(number)}`);
       return numberView(profile);
     },
   );

@@ -296,5 +296,9 @@ export const putNumberSchema = {
     required: ['name'],
     properties: numberProfileProperties,
   },
-  response: { 200: { description: 'The saved profile', ...numberProfileSchema }, ...authErrors },
+  response: {
+    200: { description: 'The profile replaced', ...numberProfileSchema },
+    201: { description: 'The number created (Location: its URL)', ...numberProfileSchema },
+    ...authErrors,
+  },
 } as const;

@@ -144,16 +144,19 @@ export class CallStore {
 
   // --- numbers --------------------------------------------------------------------------------
 
-  /** Saves a number's whole profile (omitted optional fields: null, false, no dispositions). */
-  async upsertNumber(input: NumberInput): Promise<NumberProfile> {
-    const { rows } = await this.db.query<NumberRow>(
+  /**
+   * Saves a number's whole profile (omitted optional fields: null, false, no dispositions); `created`
+   * tells a new number from a replaced one (a row the INSERT wrote has no xmax yet).
+   */
+  async upsertNumber(input: NumberInput): Promise<{ profile: NumberProfile; created: boolean }> {
+    const { rows } = await this.db.query<NumberRow & { created: boolean }>(
       `INSERT INTO numbers AS n (number, name, script_path, prompt, voice, language, recording_enabled, store_unredacted, dispositions)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text[])
        ON CONFLICT (number) DO UPDATE SET
          name = EXCLUDED.name, script_path = EXCLUDED.script_path, prompt = EXCLUDED.prompt, voice = EXCLUDED.voice,
          language = EXCLUDED.language, recording_enabled = EXCLUDED.recording_enabled,
          store_unredacted = EXCLUDED.store_unredacted, dispositions = EXCLUDED.dispositions, updated_at = now()
-       RETURNING n.*`,
+       RETURNING n.*, (n.xmax = 0) AS created`,
       [
         input.number,
         input.name,
@@ -166,7 +169,8 @@ export class CallStore {
         input.dispositions ?? [],
       ],
     );
-    return toNumber(single(rows));
+    const row = single(rows);
+    return { profile: toNumber(row), created: row.created };
   }
 
   async getNumber(number: string): Promise<NumberProfile | undefined> {

@@ -53,7 +53,8 @@ describe('numbers: PUT and GET', () => {
       dispositions: ['sold', 'callback', 'not_interested'],
     };
     const saved = await put(ADMIN_KEY, number, profile);
-    expect(saved.statusCode, saved.body).toBe(200);
+    expect(saved.statusCode, saved.body).toBe(201);
+    expect(saved.headers['location']).toBe(`/v1/numbers/${encodeURIComponent(number)}`);
     expect(saved.json()).toEqual({ number, scriptPath: null, ...profile, createdAt: expect.any(String), updatedAt: expect.any(String) });
 
     const one = await api.as(ADMIN_KEY, `/v1/numbers/${encodeURIComponent(number)}`);
@@ -74,6 +75,7 @@ describe('numbers: PUT and GET', () => {
     await put(ADMIN_KEY, number, { name: 'Support', scriptPath: 'agents/support.json', recordingEnabled: true, storeUnredacted: true, dispositions: ['resolved'] });
     const replaced = await put(ADMIN_KEY, number, { name: 'Support (no recording)' });
     expect(replaced.statusCode).toBe(200);
+    expect(replaced.headers['location']).toBeUndefined();
     expect(replaced.json()).toMatchObject({ name: 'Support (no recording)', scriptPath: null, recordingEnabled: false, storeUnredacted: false, dispositions: [] });
     expect(await api.store.getNumber(number)).toMatchObject({ recordingEnabled: false, storeUnredacted: false });
   });
@@ -82,7 +84,7 @@ describe('numbers: PUT and GET', () => {
     const number = uniqueNumber();
     const prompt = 'Answer in one sentence. '.repeat(4_000).slice(0, 90_000);
     const saved = await put(ADMIN_KEY, number, { name: 'Long prompt', prompt });
-    expect(saved.statusCode, saved.body.slice(0, 200)).toBe(200);
+    expect(saved.statusCode, saved.body.slice(0, 200)).toBe(201);
     expect((await api.store.getNumber(number))?.prompt).toBe(prompt);
 
     const tooLong = await put(ADMIN_KEY, number, { name: 'Long prompt', prompt: `${prompt}${'x'.repeat(20_000)}` });

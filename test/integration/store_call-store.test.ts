@@ -57,7 +57,9 @@ describe.each(backends)('CallStore on $name', (backend) => {
   describe('numbers', () => {
     it('saves a profile with defaults, reads it, and a save replaces it', async () => {
       const number = uniqueNumber();
-      const created = await store.upsertNumber({ number, name: 'Front desk', prompt: 'Be brief.' });
+      const first = await store.upsertNumber({ number, name: 'Front desk', prompt: 'Be brief.' });
+      expect(first.created).toBe(true);
+      const created = first.profile;
       expect(created).toMatchObject({
         number,
         name: 'Front desk',
@@ -71,7 +73,7 @@ describe.each(backends)('CallStore on $name', (backend) => {
       });
       expect(created.createdAt).toBeInstanceOf(Date);
 
-      const updated = await store.upsertNumber({
+      const second = await store.upsertNumber({
         number,
         name: 'Sales',
         scriptPath: 'agents/sales.json',
@@ -81,6 +83,8 @@ describe.each(backends)('CallStore on $name', (backend) => {
         storeUnredacted: true,
         dispositions: ['sale', 'callback', 'not interested'],
       });
+      expect(second.created).toBe(false);
+      const updated = second.profile;
       expect(updated).toMatchObject({ name: 'Sales', prompt: null, recordingEnabled: true, storeUnredacted: true });
       expect(updated.createdAt.getTime()).toBe(created.createdAt.getTime());
       expect(await store.getNumber(number)).toEqual(updated);
