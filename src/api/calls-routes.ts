@@ -32,7 +32,7 @@ const callsRoutes: FastifyPluginAsync<CallsRoutesOptions> = async (app, options)
     '/v1/calls',
     { schema: listCallsSchema, onRequest: readers, preValidation: plusInNumber },
     async (request, reply) => {
-      const { number, disposition, limit, cursor } = request.query;
+      const { number, disposition, direction, status, limit, cursor } = request.query;
       const from = instant(request.query.from);
       const to = instant(request.query.to);
       if (Number.isNaN(from?.getTime()) || Number.isNaN(to?.getTime())) {
@@ -46,6 +46,8 @@ const callsRoutes: FastifyPluginAsync<CallsRoutesOptions> = async (app, options)
       if (from !== undefined) query.from = from;
       if (to !== undefined) query.to = to;
       if (disposition !== undefined) query.disposition = disposition;
+      if (direction !== undefined) query.direction = direction;
+      if (status !== undefined) query.status = status;
       if (cursor !== undefined) query.cursor = cursor;
       // A cursor no page handed out throws InvalidCursorError: the error handler answers 400.
       const page = await store.listCalls(query);

@@ -6,7 +6,7 @@
  * the `rejectUnknownFields` hook (routes.ts) answers 400 for an unknown one instead of letting
  * Ajv's default `removeAdditional` drop it silently (a misspelt filter must not widen a query).
  */
-import { LATENCY_STAGES } from '../store/types.js';
+import { LATENCY_STAGES, type CallDirection, type CallStatus } from '../store/types.js';
 import { API_ERRORS } from './errors.js';
 
 /** E.164, as the numbers table's CHECK has it. */
@@ -47,21 +47,24 @@ const authErrors = {
 
 // --- calls ------------------------------------------------------------------------------------
 
+const callDirection = { type: 'string', enum: ['inbound', 'outbound'] } as const;
+const callStatus = {
+  type: 'string',
+  enum: ['live', 'ended', 'processed', 'failed'],
+  description: 'live → ended → processed (post-call result stored) or failed (see postCallError)',
+} as const;
+
 const callProperties = {
   callSid: { type: 'string' },
   provider: { type: 'string', description: 'twilio, telnyx…' },
-  direction: { type: 'string', enum: ['inbound', 'outbound'] },
+  direction: callDirection,
   from: nullableString,
   to: nullableString,
   number: { ...nullableString, description: 'Our number on the call (the called one inbound)' },
   startedAt: dateTime,
   endedAt: nullableDateTime,
   endReason: { ...nullableString, description: 'stop, completed, end_call, max_duration, server_lost…' },
-  status: {
-    type: 'string',
-    enum: ['live', 'ended', 'processed', 'failed'],
-    description: 'live → ended → processed (post-call result stored) or failed (see postCallError)',
-  },
+  status: callStatus,
   postCallError: { ...nullableString, description: 'Why post-call processing failed last; null once it succeeds' },
   createdAt: dateTime,
   updatedAt: dateTime,
@@ -86,6 +89,8 @@ export interface ListCallsQuerystring {
   from?: string;
   to?: string;
   disposition?: string;
+  direction?: CallDirection;
+  status?: CallStatus;
   limit: number;
   cursor?: string;
 }
@@ -105,6 +110,8 @@ export const listCallsSchema = {
       from: { ...dateTime, description: 'Calls started at or after this instant (ISO 8601 with a zone)' },
       to: { ...dateTime, description: 'Calls started before this instant (ISO 8601 with a zone)' },
       disposition: { type: 'string', minLength: 1, maxLength: 200, description: 'Post-call disposition (processed calls only)' },
+      direction: callDirection,
+      status: callStatus,
       limit: { type: 'integer', minimum: 1, maximum: MAX_LIMIT, default: DEFAULT_LIMIT },
       cursor: { type: 'string', minLength: 1, maxLength: 1000, description: 'nextCursor of the previous page' },
     },

@@ -283,6 +283,8 @@ export class CallStore {
     if (query.from !== undefined) where.push(`c.started_at >= ${param(query.from)}::timestamptz`);
     if (query.to !== undefined) where.push(`c.started_at < ${param(query.to)}::timestamptz`);
     if (query.disposition !== undefined) where.push(`r.disposition = ${param(query.disposition)}`);
+    if (query.direction !== undefined) where.push(`c.direction = ${param(query.direction)}`);
+    if (query.status !== undefined) where.push(`c.status = ${param(query.status)}`);
     if (query.cursor !== undefined) {
       const cursor = decodeCursor(query.cursor);
       where.push(`(c.started_at, c.call_sid) < (${param(cursor.startedAt)}::timestamptz, ${param(cursor.callSid)})`);

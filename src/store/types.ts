@@ -210,6 +210,8 @@ export interface ListCallsQuery {
   /** started_at < to. */
   to?: Date;
   disposition?: string;
+  direction?: CallDirection;
+  status?: CallStatus;
   /** 1…500; default 50. */
   limit?: number;
   /** nextCursor of the previous page. */

@@ -126,6 +126,27 @@ describe('GET /v1/calls: filters', () => {
   });
 });
 
+describe('GET /v1/calls: direction and status', () => {
+  it('filters by direction and by status, alone and with the other filters', async () => {
+    const number = uniqueNumber();
+    const inboundLive = await seedCall({ number, startedAt: at(0) });
+    const inboundProcessed = await seedCall({ number, startedAt: at(1), disposition: 'sold' });
+    const outboundEnded = uniqueSid();
+    await store.upsertCall({ callSid: outboundEnded, direction: 'outbound', from: number, to: '+15557654321', number, startedAt: at(2) });
+    await store.finishCall(outboundEnded, { endReason: 'completed', endedAt: at(3) });
+    const n = `number=${encodeURIComponent(number)}`;
+    const sids = async (query: string): Promise<string[]> => (await list(`${n}&${query}`)).calls.map((c) => c.callSid);
+
+    expect(await sids('direction=outbound')).toEqual([outboundEnded]);
+    expect(await sids('direction=inbound')).toEqual([inboundProcessed, inboundLive]);
+    expect(await sids('status=live')).toEqual([inboundLive]);
+    expect(await sids('status=ended')).toEqual([outboundEnded]);
+    expect(await sids('status=processed&direction=inbound')).toEqual([inboundProcessed]);
+    expect(await sids('status=processed&direction=outbound')).toEqual([]);
+    expect(await sids('status=failed')).toEqual([]);
+  });
+});
+
 describe('GET /v1/calls: pagination', () => {
   it('pages through every call exactly once, newest first, with ties on start time and newer calls arriving meanwhile', async () => {
     const number = uniqueNumber();
@@ -172,6 +193,8 @@ describe('GET /v1/calls: bad queries', () => {
     ['to=2025-13-01T00:00:00Z', 'to'],
     ['disposition=', 'disposition'],
     ['dispostion=sold', 'dispostion'],
+    ['direction=sideways', 'direction'],
+    ['status=done', 'status'],
     ['from=2025-03-04T10:00:00Z&to=2025-03-04T10:00:00Z', 'to'],
     ['from=2025-03-04T11:00:00Z&to=2025-03-04T10:00:00Z', 'to'],
   ])('answers 400 naming the field for ?%s', async (query, field) => {

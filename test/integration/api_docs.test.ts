@@ -33,7 +33,7 @@ describe('/docs', () => {
     const list = doc.paths['/v1/calls']?.['get'];
     expect(list?.security).toEqual([{ bearerAuth: [] }]);
     expect(list?.parameters?.map((p) => `${p.in}:${p.name}`).sort()).toEqual(
-      ['query:cursor', 'query:disposition', 'query:from', 'query:limit', 'query:number', 'query:to'],
+      ['query:cursor', 'query:direction', 'query:disposition', 'query:from', 'query:limit', 'query:number', 'query:status', 'query:to'],
     );
     expect(Object.keys(list?.responses ?? {}).sort()).toEqual(['200', '400', '401', '403', '500']);
     expect(Object.keys(doc.paths['/v1/calls/{callSid}']?.['get']?.responses ?? {})).toContain('404');
