@@ -5,7 +5,8 @@ import { PromptCache } from './agent/prompt-cache.js';
 import { ConfigError, loadConfig } from './config.js';
 import { loadEngines, serverEngineDeps } from './engines/load-engines.js';
 import { startInProcessWorker, workerPlacement, type InProcessWorker } from './post-call/in-process-worker.js';
-import { startPostCallSide } from './post-call/server-side.js';
+import { PostCallConfigError } from './post-call/config.js';
+import { checkPostCallSideConfig, startPostCallSide } from './post-call/server-side.js';
 import { buildServer } from './server.js';
 import { CallLedger, CallStore, openDatabaseFromEnv } from './store/index.js';
 import { onStopSignals } from './util/stop-signals.js';
@@ -30,8 +31,10 @@ async function main(): Promise<void> {
   let config;
   try {
     config = loadConfig();
+    // The post-call side's settings too, before minutes of engine loading (startPostCallSide reads them again).
+    if (process.env['POST_CALL'] !== '0') checkPostCallSideConfig(process.env);
   } catch (error) {
-    if (error instanceof ConfigError) {
+    if (error instanceof ConfigError || error instanceof PostCallConfigError) {
       process.stderr.write(`${error.message}\n`);
       process.exit(2);
     }

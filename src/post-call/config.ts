@@ -85,6 +85,33 @@ export function readPostCallQueueConfig(env: NodeJS.ProcessEnv = process.env, pr
   return config;
 }
 
+export interface LiveMirrorConfig {
+  /** LIVE_HEARTBEAT_MS: how often this instance says it is alive (default 2 s). */
+  heartbeatIntervalMs: number;
+  /** LIVE_HEARTBEAT_TTL_MS: silence after which it counts as dead (default 6 s; above the interval). */
+  heartbeatTtlMs: number;
+  /** ORPHAN_SWEEP_MS: how often the dead instances' calls are looked for (default 5 s). */
+  sweepIntervalMs: number;
+}
+
+/**
+ * The server's live-call mirror and orphan sweeper: a call on an instance that died gets its
+ * `server_lost` post-call job within about LIVE_HEARTBEAT_TTL_MS + ORPHAN_SWEEP_MS.
+ */
+export function readLiveMirrorConfig(env: NodeJS.ProcessEnv = process.env, problems: string[] = []): LiveMirrorConfig {
+  const read = reader(env, problems);
+  const config = {
+    heartbeatIntervalMs: read.int('LIVE_HEARTBEAT_MS', 2000, 100, 600_000),
+    heartbeatTtlMs: read.int('LIVE_HEARTBEAT_TTL_MS', 6000, 200, 3_600_000),
+    sweepIntervalMs: read.int('ORPHAN_SWEEP_MS', 5000, 100, 3_600_000),
+  };
+  if (config.heartbeatTtlMs <= config.heartbeatIntervalMs) {
+    problems.push(`LIVE_HEARTBEAT_TTL_MS=${config.heartbeatTtlMs} must exceed LIVE_HEARTBEAT_MS=${config.heartbeatIntervalMs}`);
+  }
+  if (problems.length > 0) throw new PostCallConfigError(problems);
+  return config;
+}
+
 /** The queue's options from its config (for `new PostCallQueue(...)`). */
 export function queueOptionsFrom(config: PostCallQueueConfig): PostCallQueueOptions {
   return { redisUrl: config.redisUrl, prefix: config.prefix, attempts: config.attempts, backoffDelayMs: config.backoffDelayMs };

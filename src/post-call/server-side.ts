@@ -7,7 +7,7 @@
 import { CallMirror } from '../live/call-mirror.js';
 import { OrphanSweeper } from '../live/orphan-sweeper.js';
 import type { LiveLogger } from '../live/types.js';
-import { queueOptionsFrom, readPostCallQueueConfig, PostCallConfigError } from './config.js';
+import { queueOptionsFrom, readLiveMirrorConfig, readPostCallQueueConfig, PostCallConfigError, type LiveMirrorConfig, type PostCallQueueConfig } from './config.js';
 import type { PostCallLogger } from './logger.js';
 import { PostCallQueue } from './queue.js';
 import { postCallJobFromSnapshot } from './session-job.js';
@@ -20,15 +20,33 @@ export interface PostCallSide {
   close(timeoutMs?: number): Promise<{ undelivered: string[] }>;
 }
 
-export function startPostCallSide(env: NodeJS.ProcessEnv, logger: PostCallLogger & LiveLogger): PostCallSide {
+/** The queue's and the live mirror's settings; throws PostCallConfigError listing every problem of both. */
+export function checkPostCallSideConfig(env: NodeJS.ProcessEnv): { config: PostCallQueueConfig; live: LiveMirrorConfig } {
   const problems: string[] = [];
-  const config = readPostCallQueueConfig(env, problems);
-  if (problems.length > 0) throw new PostCallConfigError(problems);
+  let config: PostCallQueueConfig | undefined;
+  let live: LiveMirrorConfig | undefined;
+  try {
+    config = readPostCallQueueConfig(env, problems);
+  } catch {
+    // listed in problems
+  }
+  try {
+    live = readLiveMirrorConfig(env, problems);
+  } catch {
+    // listed in problems
+  }
+  if (problems.length > 0 || config === undefined || live === undefined) throw new PostCallConfigError(problems);
+  return { config, live };
+}
+
+export function startPostCallSide(env: NodeJS.ProcessEnv, logger: PostCallLogger & LiveLogger): PostCallSide {
+  const { config, live } = checkPostCallSideConfig(env);
   const postCall = new PostCallQueue({ ...queueOptionsFrom(config), logger });
   const keyPrefix = `${config.prefix}:live:`;
-  const mirror = new CallMirror({ redis: config.redisUrl, keyPrefix, logger });
+  const mirror = new CallMirror({ redis: config.redisUrl, keyPrefix, logger, heartbeatIntervalMs: live.heartbeatIntervalMs, heartbeatTtlMs: live.heartbeatTtlMs });
   const sweeper = new OrphanSweeper({
     redis: mirror.redis,
+    intervalMs: live.sweepIntervalMs,
     keyPrefix,
     logger,
     onOrphan: async (call) => {
