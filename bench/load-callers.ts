@@ -5,8 +5,8 @@
  * A lean Twilio caller per call: (mode `twilio`) the signed voice webhook, the TwiML's
  * `<Stream url>` and its `<Parameter>`s (callSid, streamToken) into `start.customParameters`; then one
  * `ws` per call speaking Twilio's messages (`connected`, `start`, a 20 ms `media` frame per call, each
- * call on its own drift-free cadence with a random phase, all from one timer, `stop`), echoing marks when the audio before them has played and at once
- * on `clear`, as Twilio does. Mode `bare` skips the webhook (the floor server has none).
+ * call on its own drift-free cadence with a random phase, all from one timer, `stop`), echoing marks
+ * when the audio before them has played and at once on `clear`, as Twilio does. Mode `bare` skips the webhook (the floor server has none).
  *
  * The caller audio is low-level noise, so the server's VAD runs on every frame but no turn starts.
  *

@@ -46,7 +46,7 @@ await piece('load', async () =>
   (await runLoadBench(quick ? { frames: [20], seconds: 4, warmupSeconds: 2, rounds: 1 } : { frames: [20], seconds: 6, warmupSeconds: 3, rounds: 5 })).summary,
 );
 await piece('load, 40 / 60 ms per message', async () =>
-  (await runLoadBench(quick ? { frames: [40, 60], seconds: 3, warmupSeconds: 2, rounds: 1 } : { frames: [40, 60], seconds: 6, warmupSeconds: 3, rounds: 1 })).summary,
+  (await runLoadBench(quick ? { frames: [40, 60], seconds: 3, otherSeconds: 3, warmupSeconds: 2, rounds: 1 } : { frames: [40, 60], seconds: 6, otherSeconds: 6, warmupSeconds: 3, rounds: 1 })).summary,
 );
 // The same line with the gate off: Silero on every chunk, the VAD's worst case (a caller in constant
 // non-stationary noise the model has to judge chunk by chunk costs this much).
