@@ -167,6 +167,11 @@ async function main(): Promise<number> {
       console.log(`custom parameters: ${Object.keys(result.customParameters).join(', ')}`);
     }
     result.turns.forEach(printTurn);
+    const after = result.afterStream;
+    if (after !== undefined) {
+      const what = after.next === 'transfer' ? `transfer to ${after.to ?? '?'}` : after.next === 'hangup' ? 'hang up' : `other TwiML: ${after.twiml.slice(0, 200)}`;
+      console.log(`after the stream (HTTP ${after.status}): ${what}`);
+    }
     if (asr === undefined && 'reason' in loaded) console.log(`(no transcript: ${loaded.reason})`);
     console.log(`marks echoed: ${result.marksEchoed.length}, clears: ${result.clears.length}, messages received: ${result.messages.length}`);
     if (result.violations.length > 0) {

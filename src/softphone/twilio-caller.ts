@@ -99,6 +99,21 @@ export interface CallResult {
   violations: string[];
   closedBy: 'server' | 'caller';
   durationMs: number;
+  /**
+   * When the server closed the stream, Twilio goes on with the TwiML after `<Connect>`: the softphone
+   * follows its `<Redirect>` as Twilio does (signed POST) and reports what the call would do next.
+   */
+  afterStream?: AfterStream;
+}
+
+export interface AfterStream {
+  /** HTTP status of the redirect's answer. */
+  status: number;
+  twiml: string;
+  /** `transfer` (a `<Dial>`), `hangup` (a `<Hangup>`), or `other`. */
+  next: 'transfer' | 'hangup' | 'other';
+  /** The number dialled, for a transfer. */
+  to?: string;
 }
 
 // ── Webhook and TwiML ────────────────────────────────────────────────────────────────────────────
@@ -138,6 +153,28 @@ export function parseStreamTwiml(xml: string): StreamTwiml {
   }
   if (stream === undefined) throw new Error(`TwiML has no <Connect><Stream>: ${xml}`);
   return stream;
+}
+
+/** The `<Redirect>` Twilio follows once the stream ends (it comes after `<Connect>`), if any. */
+export function parseRedirectTwiml(xml: string): { url: string; method: 'GET' | 'POST' } | undefined {
+  const after = xml.slice(Math.max(0, xml.lastIndexOf('</Connect>')));
+  const m = /<Redirect((?:[^>"']|"[^"]*"|'[^']*')*)>([^<]*)<\/Redirect>/.exec(after);
+  if (m === null) return undefined;
+  const url = decodeXmlEntities((m[2] ?? '').trim());
+  if (url === '') return undefined;
+  return { url, method: (parseAttributes(m[1] ?? '').method ?? 'POST').toUpperCase() === 'GET' ? 'GET' : 'POST' };
+}
+
+/** What a TwiML answer tells the call to do next: dial a number, hang up, or something else. */
+export function nextStepOfTwiml(xml: string): { next: AfterStream['next']; to?: string } {
+  const dial = /<Dial(?:[^>"']|"[^"]*"|'[^']*')*>([\s\S]*?)<\/Dial>/.exec(xml);
+  if (dial !== null) {
+    const inner = dial[1] ?? '';
+    const number = /<Number(?:[^>"']|"[^"]*"|'[^']*')*>([^<]*)<\/Number>/.exec(inner)?.[1] ?? inner;
+    return { next: 'transfer', to: decodeXmlEntities(number.trim()) };
+  }
+  if (/<Hangup\s*\/?>/.test(xml)) return { next: 'hangup' };
+  return { next: 'other' };
 }
 
 function parseAttributes(text: string): Record<string, string> {
@@ -212,6 +249,35 @@ async function postVoiceWebhook(
   const body = await response.text();
   if (response.status !== 200) throw new Error(`voice webhook answered ${response.status}: ${body}`);
   return body;
+}
+
+/** Follows the after-stream `<Redirect>` as Twilio does: the call's parameters, signed over the public URL. */
+async function followRedirect(
+  redirect: { url: string; method: 'GET' | 'POST' },
+  url: string,
+  publicUrl: string,
+  authToken: string | undefined,
+  params: Record<string, string>,
+): Promise<AfterStream> {
+  const publicTarget = new URL(redirect.url, publicUrl);
+  const target = new URL(publicTarget.pathname + publicTarget.search, url);
+  const headers: Record<string, string> = { Accept: '*/*', 'User-Agent': 'TwilioProxy/1.1', 'I-Twilio-Idempotency-Token': randomUUID() };
+  let init: RequestInit;
+  if (redirect.method === 'GET') {
+    for (const [name, value] of Object.entries(params)) {
+      target.searchParams.set(name, value);
+      publicTarget.searchParams.set(name, value);
+    }
+    if (authToken !== undefined && authToken !== '') headers['X-Twilio-Signature'] = twilio.getExpectedTwilioSignature(authToken, publicTarget.toString(), {});
+    init = { method: 'GET', headers };
+  } else {
+    headers['Content-Type'] = 'application/x-www-form-urlencoded';
+    if (authToken !== undefined && authToken !== '') headers['X-Twilio-Signature'] = twilio.getExpectedTwilioSignature(authToken, publicTarget.toString(), params);
+    init = { method: 'POST', headers, body: new URLSearchParams(params).toString() };
+  }
+  const response = await fetch(target, init);
+  const twiml = await response.text();
+  return { status: response.status, twiml, ...nextStepOfTwiml(twiml) };
 }
 
 /** The stream URL names the public host; connect to its path on the server we really call. */
@@ -409,6 +475,7 @@ export async function placeCall(options: CallOptions): Promise<CallResult> {
   const params = voiceWebhookParams({ accountSid, callSid, from, to });
   const twiml = await postVoiceWebhook(url, publicUrl, options.authToken, params, options.signal);
   const stream = parseStreamTwiml(twiml);
+  const redirect = parseRedirectTwiml(twiml);
   const customParameters = stream.parameters;
 
   const messages: ReceivedMessage[] = [];
@@ -630,7 +697,7 @@ export async function placeCall(options: CallOptions): Promise<CallResult> {
     }
   }
 
-  return {
+  const result: CallResult = {
     callSid,
     accountSid,
     streamSid,
@@ -645,4 +712,14 @@ export async function placeCall(options: CallOptions): Promise<CallResult> {
     closedBy,
     durationMs: endMs,
   };
+  // A caller who hangs up ends the call; a server that closes the stream hands it back to the TwiML.
+  if (result.closedBy === 'server' && redirect !== undefined) {
+    try {
+      result.afterStream = await followRedirect(redirect, url, publicUrl, options.authToken, { ...params, CallStatus: 'in-progress' });
+      if (result.afterStream.status !== 200) violations.push(`after-stream redirect to ${redirect.url} answered ${result.afterStream.status}`);
+    } catch (err) {
+      violations.push(`after-stream redirect to ${redirect.url} failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  return result;
 }

@@ -141,6 +141,9 @@ describe('a call on the Triton pipeline (stand-in)', () => {
     expect(session.turns.at(-1)!.userText).toBe('okay thanks');
     expect(session.endReason).toBe('agent_hung_up');
     expect(session.conversation.at(-2)).toMatchObject({ role: 'assistant', toolCalls: [{ name: 'end_call' }] });
+    // Twilio then follows the TwiML after <Connect>: the after-stream webhook tells it to hang up.
+    expect(result.closedBy).toBe('server');
+    expect(result.afterStream).toMatchObject({ status: 200, next: 'hangup' });
   });
 
   it('when Triton fails mid-call the caller hears the apology and the scripted agent takes over', async () => {

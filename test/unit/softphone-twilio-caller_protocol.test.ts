@@ -6,10 +6,12 @@ import twilio from 'twilio';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeG711 } from '../../src/audio/g711.js';
-import { detectUtterances, placeCall } from '../../src/softphone/twilio-caller.js';
+import { detectUtterances, nextStepOfTwiml, parseRedirectTwiml, placeCall } from '../../src/softphone/twilio-caller.js';
+import { connectStreamTwiml, hangUpTwiml, transferTwiml } from '../../twiml/voice-response.js';
 
 const AUTH_TOKEN = 'test-auth-token-0123456789abcdef';
 const PUBLIC_URL = 'https://public.example.com';
+const TRANSFER_TO = '+15550009999';
 const PARAMETERS = { streamToken: '1700000000.abc-DEF_123', note: 'a & b <c> "d"' };
 
 // ── Test peer: a tiny stand-in for our server, speaking the server side of the protocol ─────────
@@ -81,6 +83,12 @@ async function startFakeServer(
       webhooks.push({ path: req.url ?? '', headers: req.headers, params });
       if (webhookStatus !== 200) {
         res.writeHead(webhookStatus, { 'Content-Type': 'text/plain' }).end('signature rejected');
+        return;
+      }
+      if (req.url === '/twilio/after-stream') {
+        const next = new twilio.twiml.VoiceResponse();
+        next.dial({}, TRANSFER_TO);
+        res.writeHead(200, { 'Content-Type': 'text/xml' }).end(next.toString());
         return;
       }
       const response = new twilio.twiml.VoiceResponse();
@@ -363,6 +371,34 @@ describe('softphone Twilio caller: protocol', () => {
     expect(result.closedBy).toBe('server');
     expect(result.durationMs).toBeLessThan(1000);
     expect(events(onlyPeer(server), 'stop')).toHaveLength(0);
+  });
+
+  it('when the server closes the stream, follows the TwiML <Redirect> as Twilio does: signed, with the call in progress', async () => {
+    const server = await startFakeServer((peer) => setTimeout(() => peer.close(), 200));
+    const result = await placeCall({ url: server.url, publicUrl: PUBLIC_URL, authToken: AUTH_TOKEN, audio: tone(100), hangUpAfterMs: 3000 });
+    expect(server.webhooks.map((w) => w.path)).toEqual(['/twilio/voice', '/twilio/after-stream']);
+    const hook = server.webhooks[1]!;
+    expect(hook.params).toMatchObject({ CallSid: result.callSid, AccountSid: result.accountSid, CallStatus: 'in-progress' });
+    expect(twilio.validateRequest(AUTH_TOKEN, String(hook.headers['x-twilio-signature']), `${PUBLIC_URL}/twilio/after-stream`, hook.params)).toBe(true);
+    expect(result.afterStream).toMatchObject({ status: 200, next: 'transfer', to: TRANSFER_TO });
+    expect(result.violations).toEqual([]);
+  });
+
+  it('reads the server\'s own TwiML: the redirect after <Connect>, a transfer, a hang-up', () => {
+    const connect = connectStreamTwiml({ streamUrl: 'wss://x.example/twilio/media', parameters: { a: '1' }, afterStreamUrl: 'https://x.example/twilio/after-stream?b=1&c=2' });
+    expect(parseRedirectTwiml(connect)).toEqual({ url: 'https://x.example/twilio/after-stream?b=1&c=2', method: 'POST' });
+    expect(parseRedirectTwiml(hangUpTwiml())).toBeUndefined();
+    expect(nextStepOfTwiml(transferTwiml('+15550001111', '+15550002222'))).toEqual({ next: 'transfer', to: '+15550001111' });
+    expect(nextStepOfTwiml(hangUpTwiml('Goodbye.'))).toEqual({ next: 'hangup' });
+    expect(nextStepOfTwiml('<Response><Say>hi</Say></Response>')).toEqual({ next: 'other' });
+  });
+
+  it('does not follow the redirect when the caller hangs up (the call is over)', async () => {
+    const server = await startFakeServer();
+    const result = await placeCall({ url: server.url, audio: tone(100), hangUpAfterMs: 200 });
+    expect(result.closedBy).toBe('caller');
+    expect(server.webhooks.map((w) => w.path)).toEqual(['/twilio/voice']);
+    expect(result.afterStream).toBeUndefined();
   });
 
   it('hangs up by itself once the caller audio is over and the agent has stayed silent for idleHangUpMs', async () => {
