@@ -89,6 +89,12 @@ function ourNumber(call: { direction: 'inbound' | 'outbound'; from?: string | un
 
 /** Longest wait for a goodbye-and-hang-up at the end of a drain before the session is ended outright. */
 const DRAIN_HANG_UP_GRACE_MS = 8000;
+/**
+ * After a drain, how long the server stays up for Twilio's after-stream webhook of the calls it hung
+ * up: Twilio asks it what to do once the stream closes, and a refused connection there makes Twilio
+ * play its "application error" message to a caller who has just heard our goodbye.
+ */
+const DRAIN_AFTER_STREAM_GRACE_MS = 5000;
 /** How long an ended call's SID is remembered, so a late status callback does not file a second, empty job. */
 const RECENTLY_ENDED_MS = 10 * 60_000;
 
@@ -302,6 +308,12 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
     // Every ended call's job handed to the queue (which keeps it pending through a Redis outage).
     await new Promise((resolve) => setImmediate(resolve));
     await Promise.allSettled([...filing]);
+    const awaitingTwilio = (): number => live.filter((session) => sessions.hasPendingEnding(session.callId)).length;
+    const until = Date.now() + DRAIN_AFTER_STREAM_GRACE_MS;
+    while (awaitingTwilio() > 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 50));
+    if (awaitingTwilio() > 0) {
+      app.log.warn({ event: 'drain_after_stream_missing', calls: awaitingTwilio() }, 'Twilio did not ask the after-stream URL for some hung-up calls');
+    }
     app.log.info({ event: 'drain_done', calls: live.length, hungUp }, 'drain done: every call ended and its post-call job filed');
     return { liveAtStart: live.length, hungUp };
   };

@@ -52,6 +52,11 @@ export class SessionRegistry {
     this.endings.set(callSid, { ending, at: now });
   }
 
+  /** The server closed this call's stream and Twilio has not yet asked what comes next. */
+  hasPendingEnding(callSid: string): boolean {
+    return this.endings.has(callSid);
+  }
+
   /** How the call goes on once its stream closed; read once. */
   takeEnding(callSid: string): CallEnding | undefined {
     const entry = this.endings.get(callSid);

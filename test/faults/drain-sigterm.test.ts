@@ -100,6 +100,10 @@ describe('SIGTERM with 5 live calls', () => {
     expect(results.slice(3).map((r) => r.closedBy)).toEqual(['server', 'server']);
     for (const result of results.slice(3)) {
       expect(result.durationMs).toBeGreaterThan(DRAIN_TIMEOUT_S * 1000);
+      // Twilio then asks the after-stream URL what to do: the draining server still answers it (a
+      // refused connection would make Twilio play its "application error" message to the caller).
+      expect(result.afterStream).toMatchObject({ status: 200, next: 'hangup' });
+      expect(result.violations).toEqual([]);
       // The goodbye: the last unbroken run of audio (after the reply ended, or after the `clear`
       // that cut it), played out just before the hang-up and only once the drain timed out.
       const goodbye = lastRunOfMedia(result);
