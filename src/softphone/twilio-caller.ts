@@ -261,21 +261,16 @@ async function followRedirect(
 ): Promise<AfterStream> {
   const publicTarget = new URL(redirect.url, publicUrl);
   const target = new URL(publicTarget.pathname + publicTarget.search, url);
-  const headers: Record<string, string> = { Accept: '*/*', 'User-Agent': 'TwilioProxy/1.1', 'I-Twilio-Idempotency-Token': randomUUID() };
-  let init: RequestInit;
-  if (redirect.method === 'GET') {
-    for (const [name, value] of Object.entries(params)) {
-      target.searchParams.set(name, value);
-      publicTarget.searchParams.set(name, value);
-    }
-    if (authToken !== undefined && authToken !== '') headers['X-Twilio-Signature'] = twilio.getExpectedTwilioSignature(authToken, publicTarget.toString(), {});
-    init = { method: 'GET', headers };
-  } else {
-    headers['Content-Type'] = 'application/x-www-form-urlencoded';
-    if (authToken !== undefined && authToken !== '') headers['X-Twilio-Signature'] = twilio.getExpectedTwilioSignature(authToken, publicTarget.toString(), params);
-    init = { method: 'POST', headers, body: new URLSearchParams(params).toString() };
-  }
-  const response = await fetch(target, init);
+  // Our server's TwiML always redirects with POST; a GET redirect is reported, not guessed at.
+  if (redirect.method !== 'POST') throw new Error(`the softphone follows POST redirects only, not ${redirect.method}`);
+  const headers: Record<string, string> = {
+    Accept: '*/*',
+    'Content-Type': 'application/x-www-form-urlencoded',
+    'User-Agent': 'TwilioProxy/1.1',
+    'I-Twilio-Idempotency-Token': randomUUID(),
+  };
+  if (authToken !== undefined && authToken !== '') headers['X-Twilio-Signature'] = twilio.getExpectedTwilioSignature(authToken, publicTarget.toString(), params);
+  const response = await fetch(target, { method: 'POST', headers, body: new URLSearchParams(params).toString() });
   const twiml = await response.text();
   return { status: response.status, twiml, ...nextStepOfTwiml(twiml) };
 }
