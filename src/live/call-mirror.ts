@@ -22,6 +22,9 @@ import { silentLogger, type LiveCallSnapshot, type LiveLogger, type MirroredCall
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 2000;
+export const DEFAULT_HEARTBEAT_TTL_MS = 6000;
+
 export interface CallMirrorOptions {
   /** A redis:// URL or ioredis options (the mirror's own settings below override theirs). */
   redis?: string | RedisOptions;
@@ -113,8 +116,8 @@ export class CallMirror {
   constructor(options: CallMirrorOptions = {}) {
     this.instanceId = options.instanceId ?? defaultInstanceId();
     this.keys = liveKeys(options.keyPrefix ?? DEFAULT_KEY_PREFIX);
-    this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? 2000;
-    this.heartbeatTtlMs = options.heartbeatTtlMs ?? 6000;
+    this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS;
+    this.heartbeatTtlMs = options.heartbeatTtlMs ?? DEFAULT_HEARTBEAT_TTL_MS;
     this.callTtlMs = options.callTtlMs ?? 10 * 60_000;
     this.flushDelayMs = options.flushDelayMs ?? 10;
     this.retryDelayMs = options.retryDelayMs ?? 250;

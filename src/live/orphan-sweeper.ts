@@ -19,6 +19,8 @@ import type { Redis } from 'ioredis';
 import { DEFAULT_KEY_PREFIX, liveKeys, type LiveKeys } from './keys.js';
 import { parseMirroredCall, silentLogger, type LiveLogger, type MirroredCall } from './types.js';
 
+export const DEFAULT_SWEEP_INTERVAL_MS = 5000;
+
 export interface OrphanSweeperOptions {
   /** Any ioredis client (it is not closed by the sweeper). */
   redis: Redis;
@@ -104,7 +106,7 @@ export class OrphanSweeper {
 
   constructor(options: OrphanSweeperOptions) {
     this.redis = options.redis;
-    this.intervalMs = options.intervalMs ?? 5000;
+    this.intervalMs = options.intervalMs ?? DEFAULT_SWEEP_INTERVAL_MS;
     this.onOrphan = options.onOrphan;
     this.keys = liveKeys(options.keyPrefix ?? DEFAULT_KEY_PREFIX);
     this.sweeperId = options.sweeperId ?? `sweeper-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;

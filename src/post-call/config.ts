@@ -10,6 +10,8 @@ import {
   type PostCallQueueOptions,
 } from './queue.js';
 import { DEFAULT_CHUNK_TOKENS, DEFAULT_LLM_TIMEOUT_MS } from './analysis.js';
+import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_HEARTBEAT_TTL_MS } from '../live/call-mirror.js';
+import { DEFAULT_SWEEP_INTERVAL_MS } from '../live/orphan-sweeper.js';
 
 export const DEFAULT_CONCURRENCY = 4;
 /** BullMQ's defaults: an active job's lock (renewed at half of it while the job runs) … */
@@ -101,9 +103,9 @@ export interface LiveMirrorConfig {
 export function readLiveMirrorConfig(env: NodeJS.ProcessEnv = process.env, problems: string[] = []): LiveMirrorConfig {
   const read = reader(env, problems);
   const config = {
-    heartbeatIntervalMs: read.int('LIVE_HEARTBEAT_MS', 2000, 100, 600_000),
-    heartbeatTtlMs: read.int('LIVE_HEARTBEAT_TTL_MS', 6000, 200, 3_600_000),
-    sweepIntervalMs: read.int('ORPHAN_SWEEP_MS', 5000, 100, 3_600_000),
+    heartbeatIntervalMs: read.int('LIVE_HEARTBEAT_MS', DEFAULT_HEARTBEAT_INTERVAL_MS, 100, 600_000),
+    heartbeatTtlMs: read.int('LIVE_HEARTBEAT_TTL_MS', DEFAULT_HEARTBEAT_TTL_MS, 200, 3_600_000),
+    sweepIntervalMs: read.int('ORPHAN_SWEEP_MS', DEFAULT_SWEEP_INTERVAL_MS, 100, 3_600_000),
   };
   if (config.heartbeatTtlMs <= config.heartbeatIntervalMs) {
     problems.push(`LIVE_HEARTBEAT_TTL_MS=${config.heartbeatTtlMs} must exceed LIVE_HEARTBEAT_MS=${config.heartbeatIntervalMs}`);

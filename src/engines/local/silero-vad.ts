@@ -222,7 +222,8 @@ export class SileroVad implements Vad {
   /**
    * Whether the waiting chunks should go to the model now rather than wait for more. Each inference
    * has a fixed cost of several hundred µs on this CPU (cold caches between batches, ~115 graph
-   * nodes), so a batch of 50 chunks costs about half as much per chunk as one of 8 (bench/vad.ts).
+   * nodes): in the load bench the VAD thread spent ~165 µs per chunk with batches of 1.7 and
+   * 40–63 µs with the batches this window gathers.
    * A waiting chunk therefore holds for the other calls in speech, but never longer than the
    * window, never when every call in speech has a chunk waiting (a lone talker is answered at
    * once), and never when a call has fallen a chunk behind (the batches must keep up with 31.25
@@ -328,7 +329,10 @@ class SileroStream implements VadStream {
   private modelActive = false;
   /** A whole chunk was already waiting when the latest chunk was taken for inference. */
   private fellBehind = false;
-  /** Level of the chunk in the current inference (one per stream per batch): the gate learns from its answer. */
+  /**
+   * Level of the head chunk the gate sent to the model (measured once, in answerQuietChunks), which
+   * `fill` then takes for inference: the gate learns from the model's answer at this level.
+   */
   private inferredLevel = -96;
 
   constructor(
@@ -390,7 +394,10 @@ class SileroStream implements VadStream {
   answerQuietChunks(): void {
     while (!this.closed && this.backlog.bufferedSamples >= CHUNK) {
       const chunk = this.backlog.peek(CHUNK)!;
-      if (this.gate === undefined || this.gate.needsModel(levelDbfs(chunk))) {
+      const level = this.gate === undefined ? 0 : levelDbfs(chunk);
+      if (this.gate === undefined || this.gate.needsModel(level)) {
+        // This chunk stays at the head until `fill` takes it for inference: its level goes with it.
+        this.inferredLevel = level;
         this.quietChunks = 0;
         this.setModelActive(true);
         return;
@@ -414,7 +421,6 @@ class SileroStream implements VadStream {
   fill(input: Float32Array, offset: number, state: Float32Array, b: number, size: number): void {
     const chunk = this.backlog.take(CHUNK)!;
     this.fellBehind = this.backlog.bufferedSamples >= CHUNK;
-    if (this.gate !== undefined) this.inferredLevel = levelDbfs(chunk);
     input.set(this.context, offset);
     const base = offset + CONTEXT;
     for (let i = 0; i < CHUNK; i++) input[base + i] = chunk[i]! / 32768;
