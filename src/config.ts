@@ -57,6 +57,8 @@ export interface Config {
     endOfTurnSilenceMs: number;
     minSpeechMs: number;
     bargeInMinSpeechMs: number;
+    /** Caller speech this long always interrupts the agent; shorter speech that is only "yeah"/"mhm" does not (0: any barge-in interrupts). */
+    backchannelMaxMs: number;
     vadThreshold: number;
     /** Chunks of silence and steady line noise skip the VAD model (see speech-gate.ts). */
     vadNoiseGate: boolean;
@@ -191,6 +193,12 @@ export function loadConfig(env: Env = process.env): Config {
   if (llmUrl !== undefined && llmModel === undefined) read.problems.push('LLM_URL is set but LLM_MODEL is not');
   const llmTimeoutMs = read.int('LLM_TIMEOUT_MS', 4000, 100, 60000);
 
+  const bargeInMinSpeechMs = read.int('BARGE_IN_MIN_SPEECH_MS', 150, 0, 2000);
+  const backchannelMaxMs = read.int('BACKCHANNEL_MAX_MS', 800, 0, 5000);
+  if (backchannelMaxMs !== 0 && backchannelMaxMs <= bargeInMinSpeechMs) {
+    read.problems.push(`BACKCHANNEL_MAX_MS=${backchannelMaxMs} must be 0 (off) or more than BARGE_IN_MIN_SPEECH_MS (${bargeInMinSpeechMs})`);
+  }
+
   const outboundFrameMs = read.int('OUTBOUND_FRAME_MS', 20, 20, 60);
   if (![20, 40, 60].includes(outboundFrameMs)) read.problems.push(`OUTBOUND_FRAME_MS=${outboundFrameMs} must be 20, 40 or 60`);
 
@@ -238,7 +246,8 @@ export function loadConfig(env: Env = process.env): Config {
     turn: {
       endOfTurnSilenceMs: read.int('END_OF_TURN_SILENCE_MS', 500, 100, 5000),
       minSpeechMs: read.int('MIN_SPEECH_MS', 100, 0, 2000),
-      bargeInMinSpeechMs: read.int('BARGE_IN_MIN_SPEECH_MS', 150, 0, 2000),
+      bargeInMinSpeechMs,
+      backchannelMaxMs,
       vadThreshold: read.number('VAD_THRESHOLD', 0.5, 0.05, 0.99),
       vadNoiseGate: read.choice('VAD_NOISE_GATE', ['on', 'off'] as const, 'on') === 'on',
       vadBatchWindowMs: read.int('VAD_BATCH_WINDOW_MS', DEFAULT_BATCH_WINDOW_MS, 0, 100),

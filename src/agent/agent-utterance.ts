@@ -65,6 +65,11 @@ export class AgentUtterance {
     this.allQueued = true;
   }
 
+  /** Every segment's audio is queued: nothing more will be generated. */
+  get fullyQueued(): boolean {
+    return this.allQueued;
+  }
+
   /** Returns true when this echo completes the utterance. */
   onMarkEcho(which: 'start' | 'end' | number, nowMs: number): boolean {
     if (!this.isActive) return false;

@@ -23,11 +23,20 @@ import { BUILT_IN_TOOLS, parseBuiltInToolCall } from './built-in-tools.js';
 import { fitToBudget, type ConversationSummarizer } from './context-budget.js';
 import { HttpToolRunner, TOOL_FILLER_AFTER_MS, toolSpecs, type ToolResult } from './http-tools.js';
 import { Speculation, sameUtterance } from './speculation.js';
+import { hasOtherWords, isBackchannel } from './backchannel.js';
+
+/**
+ * A backchannel word this close to the end of a question is its answer ("…for Tuesday?" — "yes"):
+ * the agent stops and answers rather than repeating the question's tail and dropping the "yes".
+ */
+const ANSWER_WINDOW_MS = 1500;
 
 export interface SessionTiming {
   endOfTurnSilenceMs: number;
   minSpeechMs: number;
   bargeInMinSpeechMs: number;
+  /** Caller speech this long while the agent speaks interrupts it whatever it is; 0: any barge-in interrupts (see turn-taking.ts). */
+  backchannelMaxMs: number;
   vadThreshold: number;
   outboundFrameMs: number;
   outboundLeadMs: number;
@@ -141,6 +150,8 @@ export class CallSession implements CallEventSink {
   /** Ended utterances still waiting for their final: cancelled if the call ends first. */
   private readonly finishingAsr = new Set<AsrStream>();
   private asrFinal: Promise<string> | undefined;
+  /** The open turn's recognition was already ended to judge a tentative barge-in. */
+  private asrEnded = false;
   /** Caller words of turns whose reply was dropped because the caller went on (joined to the next turn). */
   private carriedText: Promise<string> = Promise.resolve('');
   /** The latest ended caller turn's words, and its number: a newer turn supersedes older results. */
@@ -315,6 +326,10 @@ export class CallSession implements CallEventSink {
         return this.resumeOutput();
       case 'interrupt_reply':
         return this.interruptReply();
+      case 'judge_backchannel':
+        return this.judgeBackchannel();
+      case 'drop_user_turn':
+        return this.dropUserTurn();
       default: {
         const unhandled: never = effect;
         throw new Error(`unhandled effect ${String(unhandled)}`);
@@ -330,6 +345,7 @@ export class CallSession implements CallEventSink {
     this.asrFinal = new Promise<string>((resolve) => (resolveFinal = resolve));
     this.latestPartial = '';
     this.speculatedText = '';
+    this.asrEnded = false;
     const turn = this.turn;
     const stream = this.engines.asr.createStream(this.callId, (event) => {
       if (event.type === 'final') resolveFinal(event.text);
@@ -337,6 +353,8 @@ export class CallSession implements CallEventSink {
         if (this.asr !== stream) return;
         this.latestPartial = event.text;
         turn.firstPartialAt ??= performance.now();
+        // More than "yeah"/"mhm" while the agent speaks: a real interruption, decided now.
+        if (this.state.bargeIn === 'tentative' && hasOtherWords(event.text)) this.dispatch({ type: 'caller_words' });
         // A newer partial during the pause: re-aim the speculation at it.
         if (this.speculation !== undefined && !sameUtterance(this.speculation.userText, event.text)) this.maybeSpeculate();
       } else if (event.type === 'error') {
@@ -362,7 +380,8 @@ export class CallSession implements CallEventSink {
       this.dispatch({ type: 'agent_done' });
       return;
     }
-    stream.end();
+    if (!this.asrEnded) stream.end();
+    this.asrEnded = false;
     this.finishingAsr.add(stream);
     void final.finally(() => this.finishingAsr.delete(stream));
     const seq = ++this.userTurnSeq;
@@ -444,6 +463,51 @@ export class CallSession implements CallEventSink {
     this.current?.noteResumed();
     this.scheduler.wake(this.sink);
     this.logger.debug({ event: 'output_resumed' }, 'speech too short to interrupt: output resumed');
+  }
+
+  /**
+   * A tentative barge-in ended before it was known to be more than a backchannel: its final
+   * transcript decides whether the reply resumes (only acknowledgement, and the agent has more to
+   * say) or is interrupted and the caller answered.
+   */
+  private judgeBackchannel(): void {
+    const stream = this.asr;
+    const final = this.asrFinal;
+    if (stream === undefined || final === undefined) {
+      this.dispatch({ type: 'backchannel_verdict', backchannel: false });
+      return;
+    }
+    stream.end();
+    this.asrEnded = true;
+    void final.then((text) => {
+      if (this.ended || this.asr !== stream || this.state.bargeIn !== 'judging') return;
+      const backchannel = isBackchannel(text) && !this.isAnsweringQuestion();
+      this.logger.info(
+        { event: backchannel ? 'backchannel' : 'barge_in_confirmed', text },
+        backchannel ? 'caller acknowledged; the agent goes on' : 'caller interrupted the agent',
+      );
+      this.dispatch({ type: 'backchannel_verdict', backchannel });
+    });
+  }
+
+  /** The agent is finishing a question: a "yes" now answers it. */
+  private isAnsweringQuestion(): boolean {
+    const utterance = this.current;
+    if (utterance === undefined || !utterance.fullyQueued) return false;
+    const text = utterance.segments.map((segment) => segment.text).join(' ');
+    return /\?["')\s]*$/.test(text) && this.queue.pendingAudioMs() < ANSWER_WINDOW_MS;
+  }
+
+  /** The caller's tentative turn was a backchannel or a blip: nothing to answer. */
+  private dropUserTurn(): void {
+    const stream = this.asr;
+    this.asr = undefined;
+    this.asrFinal = undefined;
+    this.asrEnded = false;
+    this.turn = undefined;
+    this.latestPartial = '';
+    this.cancelSpeculation('backchannel');
+    stream?.cancel();
   }
 
   private interruptReply(): void {

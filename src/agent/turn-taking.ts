@@ -3,9 +3,18 @@
  * interrupted. The session feeds it speech events (from endpointing) and agent-output events, and
  * performs the effects it returns. No I/O, no clocks: every transition is a unit test away.
  *
- * Barge-in is two-stage so that a cough does not cut the agent off, yet a real interruption is
- * heard at once: at speech onset the output is paused (`clear` sent, unplayed audio kept); only
- * speech lasting `bargeInMinSpeechMs` interrupts the reply; shorter speech resumes it where it was.
+ * Barge-in is staged so that a cough or an "mhm" does not cut the agent off, yet a real
+ * interruption is heard at once: at speech onset the output is paused (`clear` sent, unplayed audio
+ * kept), so the caller hears the agent stop within a chunk or two either way.
+ *   - Speech shorter than `bargeInMinSpeechMs` (a cough, a click) resumes the reply where it was.
+ *   - Longer speech opens the caller's turn (recognition starts) as a *tentative* barge-in. It
+ *     becomes an interruption — the reply is cancelled and cut where it was heard — as soon as the
+ *     recognizer hears words that are not acknowledgement (`caller_words`), or the speech lasts
+ *     `backchannelMaxMs`. If instead it ends first, the session judges the final transcript: a
+ *     backchannel ("yeah", "mhm", "i see") is dropped and the reply resumes where it paused;
+ *     anything else interrupts and is answered.
+ *   - `backchannelMaxMs` of 0 turns the tentative stage off: speech of `bargeInMinSpeechMs`
+ *     interrupts at once.
  */
 import type { EndpointEvent } from './endpointing.js';
 
@@ -15,6 +24,12 @@ export interface TurnState {
   phase: TurnPhase;
   /** Output held after a speech onset while the agent speaks, pending the barge-in decision. */
   outputPaused: boolean;
+  /**
+   * While the agent speaks: `tentative` — caller speech long enough to be a barge-in is being
+   * recognized, not yet known to be more than a backchannel; `judging` — it ended and the session
+   * is classifying its final transcript.
+   */
+  bargeIn: 'none' | 'tentative' | 'judging';
 }
 
 export type TurnInput =
@@ -24,7 +39,11 @@ export type TurnInput =
   /** The agent utterance is over: fully played, or it produced no audio. */
   | { type: 'agent_done' }
   /** The session finished the interruption effects. */
-  | { type: 'interrupt_handled' };
+  | { type: 'interrupt_handled' }
+  /** The recognizer heard more than acknowledgement in the caller's speech (during a tentative barge-in). */
+  | { type: 'caller_words' }
+  /** The session's judgement of a tentative barge-in's final transcript. */
+  | { type: 'backchannel_verdict'; backchannel: boolean };
 
 export type TurnEffect =
   /** Start recognizing the caller's turn (with pre-roll audio). */
@@ -38,11 +57,17 @@ export type TurnEffect =
   /** The speech was too short to be an interruption: play the held audio. */
   | 'resume_output'
   /** Barge-in: cancel the reply, drop unplayed audio, keep only what the caller heard. */
-  | 'interrupt_reply';
+  | 'interrupt_reply'
+  /** A tentative barge-in's speech ended: finish its recognition and judge the transcript (→ backchannel_verdict). */
+  | 'judge_backchannel'
+  /** The caller's tentative turn was only a backchannel (or a blip): discard it, reply to nothing. */
+  | 'drop_user_turn';
 
 export interface TurnConfig {
   minSpeechMs: number;
   bargeInMinSpeechMs: number;
+  /** Caller speech this long while the agent speaks interrupts whatever it says; 0: no backchannel stage. */
+  backchannelMaxMs: number;
 }
 
 export interface Transition {
@@ -50,36 +75,61 @@ export interface Transition {
   effects: TurnEffect[];
 }
 
-export const initialTurnState: TurnState = { phase: 'idle', outputPaused: false };
+export const initialTurnState: TurnState = { phase: 'idle', outputPaused: false, bargeIn: 'none' };
 
 const stay = (state: TurnState): Transition => ({ state, effects: [] });
-const go = (state: TurnState, phase: TurnPhase, effects: TurnEffect[] = [], outputPaused = state.outputPaused): Transition => ({
-  state: { phase, outputPaused },
+/** A transition; the barge-in stage ends with any change of phase unless given. */
+const go = (
+  state: TurnState,
+  phase: TurnPhase,
+  effects: TurnEffect[] = [],
+  outputPaused = state.outputPaused,
+  bargeIn: TurnState['bargeIn'] = phase === state.phase ? state.bargeIn : 'none',
+): Transition => ({
+  state: { phase, outputPaused, bargeIn },
   effects,
 });
 
 export function nextTurn(state: TurnState, input: TurnInput, config: TurnConfig): Transition {
+  const speaking = state.phase === 'speaking';
   switch (input.type) {
     case 'speech_onset':
       // Only output needs an instant reaction; a turn opens once speech is confirmed.
-      if (state.phase === 'speaking' && !state.outputPaused) return go(state, 'speaking', ['pause_output'], true);
+      if (speaking && !state.outputPaused) return go(state, 'speaking', ['pause_output'], true);
       return stay(state);
     case 'speech_progress':
       return onSpeechProgress(state, input.speechMs, config);
     case 'silence_gap':
+      // A pause inside a tentative barge-in: the end of the turn (or more words) decides.
+      if (speaking && state.bargeIn !== 'none') return stay(state);
+      // Speech stopped before it became an interruption (a cough).
+      if (speaking && state.outputPaused) return go(state, 'speaking', ['resume_output'], false);
+      return stay(state);
     case 'speech_lost':
-      // Speech stopped before it became an interruption (a cough, an "mhm" too short to count).
-      if (state.phase === 'speaking' && state.outputPaused) return go(state, 'speaking', ['resume_output'], false);
+      if (speaking && state.bargeIn === 'tentative') return go(state, 'speaking', ['drop_user_turn', 'resume_output'], false, 'none');
+      if (speaking && state.outputPaused && state.bargeIn === 'none') return go(state, 'speaking', ['resume_output'], false);
       return stay(state);
     case 'turn_end':
       if (state.phase === 'listening' || state.phase === 'interrupted') return go(state, 'thinking', ['end_user_turn']);
-      if (state.phase === 'speaking' && state.outputPaused) return go(state, 'speaking', ['resume_output'], false);
+      if (speaking && state.bargeIn === 'tentative') return go(state, 'speaking', ['judge_backchannel'], true, 'judging');
+      if (speaking && state.outputPaused && state.bargeIn === 'none') return go(state, 'speaking', ['resume_output'], false);
       return stay(state);
+    case 'caller_words':
+      if (speaking && state.bargeIn === 'tentative') return go(state, 'interrupted', ['interrupt_reply'], false);
+      return stay(state);
+    case 'backchannel_verdict':
+      if (!speaking || state.bargeIn !== 'judging') return stay(state);
+      if (input.backchannel) return go(state, 'speaking', ['drop_user_turn', 'resume_output'], false, 'none');
+      // An interruption after all: cut the reply where it was heard and answer what the caller said.
+      return go(state, 'thinking', ['interrupt_reply', 'end_user_turn'], false);
     case 'agent_audio_started':
       if (state.phase === 'thinking' || state.phase === 'idle') return go(state, 'speaking', [], false);
       return stay(state);
     case 'agent_done':
-      if (state.phase === 'speaking' || state.phase === 'thinking') return go(state, 'idle', [], false);
+      // The agent finished while the caller's tentative turn was open: it is an ordinary turn now.
+      if (speaking && state.bargeIn === 'tentative') return go(state, 'listening', [], false);
+      if (speaking && state.bargeIn === 'judging') return go(state, 'thinking', ['end_user_turn'], false);
+      if (speaking || state.phase === 'thinking') return go(state, 'idle', [], false);
       return stay(state);
     case 'interrupt_handled':
       if (state.phase === 'interrupted') return go(state, 'listening', [], false);
@@ -100,16 +150,26 @@ function onSpeechProgress(state: TurnState, speechMs: number, config: TurnConfig
       if (speechMs < config.minSpeechMs) return stay(state);
       return go(state, 'listening', ['cancel_pending_reply', 'open_user_turn']);
     case 'speaking':
-      if (speechMs < config.bargeInMinSpeechMs) {
-        return state.outputPaused ? stay(state) : go(state, 'speaking', ['pause_output'], true);
-      }
-      return go(state, 'interrupted', ['interrupt_reply', 'open_user_turn'], false);
+      return onSpeechWhileSpeaking(state, speechMs, config);
     case 'listening':
     case 'interrupted':
       return stay(state);
     default:
       return assertNever(state.phase);
   }
+}
+
+function onSpeechWhileSpeaking(state: TurnState, speechMs: number, config: TurnConfig): Transition {
+  const pause: TurnEffect[] = state.outputPaused ? [] : ['pause_output'];
+  if (state.bargeIn === 'judging') return stay(state);
+  if (state.bargeIn === 'tentative') {
+    return speechMs >= config.backchannelMaxMs ? go(state, 'interrupted', ['interrupt_reply'], false) : stay(state);
+  }
+  if (speechMs < config.bargeInMinSpeechMs) return state.outputPaused ? stay(state) : go(state, 'speaking', pause, true);
+  if (config.backchannelMaxMs <= config.bargeInMinSpeechMs || speechMs >= config.backchannelMaxMs) {
+    return go(state, 'interrupted', ['interrupt_reply', 'open_user_turn'], false);
+  }
+  return go(state, 'speaking', [...pause, 'open_user_turn'], true, 'tentative');
 }
 
 function assertNever(value: never): never {

@@ -58,6 +58,16 @@ export class PlayoutQueue {
     return this.head < this.items.length;
   }
 
+  /** Audio queued and not yet sent, in ms (after `pause`, that includes what was taken back). */
+  pendingAudioMs(): number {
+    let bytes = -this.headOffset;
+    for (let i = this.head; i < this.items.length; i++) {
+      const item = this.items[i]!;
+      if (item.kind === 'audio') bytes += item.data.length;
+    }
+    return bytesToMs(Math.max(0, bytes));
+  }
+
   /** How far the sent audio runs ahead of the playback position, in ms (0 when drained). */
   bufferedMs(nowMs: number): number {
     if (this.epochMs === undefined) return 0;

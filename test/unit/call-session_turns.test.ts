@@ -1,7 +1,7 @@
 // Guards the call session's orchestration without real audio: what it replies to, what it drops, and what it keeps.
 import pino from 'pino';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CallSession } from '../../src/agent/call-session.js';
+import { CallSession, type SessionEvent } from '../../src/agent/call-session.js';
 import { PromptCache } from '../../src/agent/prompt-cache.js';
 import { PlayoutScheduler } from '../../src/audio/playout-scheduler.js';
 import { loadResampler } from '../../src/audio/resampler.js';
@@ -82,6 +82,7 @@ interface BuildOptions {
   tools?: HttpToolSpec[];
   degraded?: { asr: Engines['asr']; tts: Tts };
   speculativeLlm?: boolean;
+  backchannelMaxMs?: number;
 }
 
 function build(options: BuildOptions) {
@@ -114,7 +115,7 @@ function build(options: BuildOptions) {
     ...(options.speculativeLlm === undefined ? {} : { speculativeLlm: options.speculativeLlm }),
     scheduler: new PlayoutScheduler(),
     logger: pino({ level: 'silent' }),
-    timing: { endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, vadThreshold: 0.5, outboundFrameMs: 20, outboundLeadMs: 200, maxCallSeconds: options.maxCallSeconds ?? 60 },
+    timing: { endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, backchannelMaxMs: options.backchannelMaxMs ?? 800, vadThreshold: 0.5, outboundFrameMs: 20, outboundLeadMs: 200, maxCallSeconds: options.maxCallSeconds ?? 60 },
   });
   /** Echo every mark as soon as it was sent (audio "plays" instantly). */
   const echoMarks = () => {
@@ -382,6 +383,111 @@ describe('call session: tools, speculation, degradation', () => {
     echoMarks();
     expect(primaryCalls).toBe(1);
     expect(session.conversation.at(-1)).toEqual({ role: 'assistant', content: 'Scripted answer.' });
+    session.end('test');
+  });
+});
+
+/** Replies with `first` to the first request, then echoes the caller; records every request's messages. */
+function replyingLlm(first: string) {
+  const requests: LlmRequest[] = [];
+  const llm: Engines['llm'] = {
+    name: 'replying',
+    async *generate(request) {
+      requests.push(request);
+      const last = request.messages.at(-1);
+      yield { type: 'text', delta: requests.length === 1 ? first : `You said ${last?.role === 'user' ? last.content : '?'}.` };
+    },
+  };
+  return { llm, requests };
+}
+
+const LONG_REPLY = 'First point. Second point. Third point. Fourth point. Fifth point. Sixth point.';
+
+describe('call session: backchannels and barge-in', () => {
+  /** The caller's first turn, answered with `reply`; resolves once the reply is on the wire and its first marks came back. */
+  async function agentSpeaking(asrTexts: string[], reply: string, options: Partial<BuildOptions> = {}) {
+    const llm = replyingLlm(reply);
+    const built = build({ asrTexts, llm: llm.llm, ...options });
+    const events: SessionEvent[] = [];
+    built.session.onEvent((event) => events.push(event));
+    built.vad.speak(10);
+    silence(built.vad);
+    await until(() => built.session.state.phase === 'speaking');
+    await until(() => built.sent.some((s) => s.name?.endsWith(':s0')));
+    // The start of the reply was heard (its end mark, if already sent, is not: the reply is still playing).
+    for (const m of built.sent.filter((s) => s.kind === 'mark' && !s.name!.endsWith(':end'))) built.session.onMarkEcho(m.name!);
+    return { ...built, events, llmRequests: llm.requests };
+  }
+
+  it('goes on with the reply after a "yeah": output paused, then resumed, nothing answered', async () => {
+    const { session, vad, sent, events, llmRequests } = await agentSpeaking(['tell me everything', 'yeah'], LONG_REPLY);
+    vad.speak(8); // ~256 ms of speech: past the barge-in minimum, short of the backchannel maximum
+    expect(sent.filter((s) => s.kind === 'clear')).toHaveLength(1); // paused at the onset
+    expect(session.state).toEqual({ phase: 'speaking', outputPaused: true, bargeIn: 'tentative' });
+    silence(vad);
+    await until(() => session.state.bargeIn === 'none');
+    expect(session.state).toEqual({ phase: 'speaking', outputPaused: false, bargeIn: 'none' });
+    const resumedAt = sent.length;
+    await until(() => sent.slice(resumedAt).some((s) => s.kind === 'media'));
+    expect(events.filter((e) => e.type === 'interrupted')).toEqual([]);
+    expect(llmRequests).toHaveLength(1);
+    expect(session.conversation.filter((m) => m.role === 'user')).toEqual([{ role: 'user', content: 'tell me everything' }]);
+    session.end('test');
+  });
+
+  it('interrupts and answers when the short speech was not a backchannel', async () => {
+    const { session, vad, events, llmRequests } = await agentSpeaking(['tell me everything', 'no stop'], LONG_REPLY);
+    vad.speak(8);
+    silence(vad);
+    await until(() => llmRequests.length === 2);
+    expect(events.filter((e) => e.type === 'interrupted')).toHaveLength(1);
+    expect(llmRequests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'no stop' });
+    // The interrupted reply stays in the conversation only as far as the caller heard it.
+    const assistant = session.conversation.filter((m) => m.role === 'assistant')[0]!;
+    expect(LONG_REPLY.startsWith(assistant.content)).toBe(true);
+    expect(assistant.content.length).toBeGreaterThan(0);
+    expect(assistant.content).not.toContain('Sixth');
+    session.end('test');
+  });
+
+  it('interrupts at the first partial with more than acknowledgement, before the caller stops', async () => {
+    const { asr, partial } = controlledAsr(['tell me everything', 'wait I have a question']);
+    const { session, vad, events, llmRequests } = await agentSpeaking([], LONG_REPLY, { asr });
+    vad.speak(8);
+    partial('yeah');
+    expect(events.filter((e) => e.type === 'interrupted')).toEqual([]);
+    partial('yeah wait');
+    expect(events.filter((e) => e.type === 'interrupted')).toHaveLength(1);
+    expect(session.state.phase).toBe('listening');
+    silence(vad);
+    await until(() => llmRequests.length === 2);
+    expect(llmRequests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'wait I have a question' });
+    session.end('test');
+  });
+
+  it('interrupts speech that outlasts the backchannel maximum without waiting for words', async () => {
+    const { session, vad, events } = await agentSpeaking(['tell me everything', 'yeah'], LONG_REPLY);
+    vad.speak(26); // ~830 ms
+    expect(events.filter((e) => e.type === 'interrupted')).toHaveLength(1);
+    expect(session.state.phase).toBe('listening');
+    session.end('test');
+  });
+
+  it('takes a "yes" at the end of a question as its answer', async () => {
+    const { session, vad, events, llmRequests } = await agentSpeaking(['book me in', 'yes'], 'Shall I book it for Tuesday?');
+    vad.speak(8);
+    silence(vad);
+    await until(() => llmRequests.length === 2);
+    expect(events.filter((e) => e.type === 'interrupted')).toHaveLength(1);
+    expect(llmRequests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'yes' });
+    session.end('test');
+  });
+
+  it('with BACKCHANNEL_MAX_MS=0, interrupts at the barge-in minimum as before', async () => {
+    const { session, vad, events } = await agentSpeaking(['tell me everything', 'yeah'], LONG_REPLY, { backchannelMaxMs: 0 });
+    vad.speak(5); // 160 ms
+    expect(events.filter((e) => e.type === 'interrupted')).toHaveLength(1);
+    expect(session.state.phase).toBe('listening');
     session.end('test');
   });
 });

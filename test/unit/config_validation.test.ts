@@ -8,10 +8,17 @@ describe('configuration', () => {
   it('uses the documented defaults', () => {
     const config = loadConfig(base);
     expect(config.port).toBe(8080);
-    expect(config.turn).toEqual({ endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, vadThreshold: 0.5, vadNoiseGate: true, vadBatchWindowMs: 24 });
+    expect(config.turn).toEqual({ endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, backchannelMaxMs: 800, vadThreshold: 0.5, vadNoiseGate: true, vadBatchWindowMs: 24 });
     expect(config.llm).toBeUndefined();
     expect(loadConfig({ ...base, VAD_NOISE_GATE: 'off' }).turn.vadNoiseGate).toBe(false);
     expect(() => loadConfig({ ...base, VAD_NOISE_GATE: 'maybe' })).toThrow(/VAD_NOISE_GATE/);
+  });
+
+  it('takes BACKCHANNEL_MAX_MS of 0 (off) or above the barge-in minimum, and refuses a maximum at or under it', () => {
+    expect(loadConfig({ ...base, BACKCHANNEL_MAX_MS: '0' }).turn.backchannelMaxMs).toBe(0);
+    expect(loadConfig({ ...base, BACKCHANNEL_MAX_MS: '1200', BARGE_IN_MIN_SPEECH_MS: '200' }).turn.backchannelMaxMs).toBe(1200);
+    expect(() => loadConfig({ ...base, BACKCHANNEL_MAX_MS: '150' })).toThrow(/BACKCHANNEL_MAX_MS=150 must be 0 \(off\) or more than BARGE_IN_MIN_SPEECH_MS \(150\)/);
+    expect(() => loadConfig({ ...base, BACKCHANNEL_MAX_MS: 'long' })).toThrow(/BACKCHANNEL_MAX_MS/);
   });
 
   it('drains for 300 s by default and validates DRAIN_TIMEOUT, DRAIN_NEW_CALLS and API_KEYS', () => {
