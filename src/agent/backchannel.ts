@@ -20,7 +20,6 @@ const BACKCHANNEL_TOKENS = new Set([
 
 /** Two-word acknowledgements whose words alone are not all in the list ("i see", "got it"). */
 const BACKCHANNEL_PAIRS = new Set(['i see', 'got it', 'of course', 'makes sense', 'all right', 'uh huh', 'mm hmm', 'sounds good']);
-const PAIR_STARTS = new Set([...BACKCHANNEL_PAIRS].map((pair) => pair.split(' ')[0]!));
 
 function tokens(text: string): string[] {
   return text
@@ -43,17 +42,4 @@ export function isBackchannel(text: string): boolean {
     if (!BACKCHANNEL_TOKENS.has(words[i]!)) return false;
   }
   return true;
-}
-
-/**
- * True when the words recognized so far already hold more than acknowledgement: an interruption,
- * whatever follows. A last word that may begin a listed pair ("i" of "i see") is given the benefit
- * of the doubt until the next partial.
- */
-export function hasOtherWords(partial: string): boolean {
-  const words = tokens(partial);
-  if (words.length === 0 || isBackchannel(words.join(' '))) return false;
-  const before = words.slice(0, -1);
-  const pairMayFollow = PAIR_STARTS.has(words.at(-1)!) && (before.length === 0 || isBackchannel(before.join(' ')));
-  return !pairMayFollow;
 }

@@ -23,7 +23,7 @@ import { BUILT_IN_TOOLS, parseBuiltInToolCall } from './built-in-tools.js';
 import { fitToBudget, type ConversationSummarizer } from './context-budget.js';
 import { HttpToolRunner, TOOL_FILLER_AFTER_MS, toolSpecs, type ToolResult } from './http-tools.js';
 import { Speculation, sameUtterance } from './speculation.js';
-import { hasOtherWords, isBackchannel } from './backchannel.js';
+import { isBackchannel } from './backchannel.js';
 
 /**
  * A backchannel word this close to the end of a question is its answer ("…for Tuesday?" — "yes"):
@@ -351,10 +351,8 @@ export class CallSession implements CallEventSink {
       if (event.type === 'final') resolveFinal(event.text);
       else if (event.type === 'partial') {
         if (this.asr !== stream) return;
-        this.latestPartial = event.text;
+            this.latestPartial = event.text;
         turn.firstPartialAt ??= performance.now();
-        // More than "yeah"/"mhm" while the agent speaks: a real interruption, decided now.
-        if (this.state.bargeIn === 'tentative' && hasOtherWords(event.text)) this.dispatch({ type: 'caller_words' });
         // A newer partial during the pause: re-aim the speculation at it.
         if (this.speculation !== undefined && !sameUtterance(this.speculation.userText, event.text)) this.maybeSpeculate();
       } else if (event.type === 'error') {

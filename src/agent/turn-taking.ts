@@ -8,11 +8,11 @@
  * kept), so the caller hears the agent stop within a chunk or two either way.
  *   - Speech shorter than `bargeInMinSpeechMs` (a cough, a click) resumes the reply where it was.
  *   - Longer speech opens the caller's turn (recognition starts) as a *tentative* barge-in. It
- *     becomes an interruption — the reply is cancelled and cut where it was heard — as soon as the
- *     recognizer hears words that are not acknowledgement (`caller_words`), or the speech lasts
- *     `backchannelMaxMs`. If instead it ends first, the session judges the final transcript: a
- *     backchannel ("yeah", "mhm", "i see") is dropped and the reply resumes where it paused;
- *     anything else interrupts and is answered.
+ *     becomes an interruption — the reply is cancelled and cut where it was heard — once the
+ *     speech lasts `backchannelMaxMs`. If it ends first, the session judges its final transcript:
+ *     a backchannel ("yeah", "mhm", "i see") is dropped and the reply resumes where it paused;
+ *     anything else interrupts and is answered. (Partial transcripts do not decide: a streaming
+ *     recognizer's first guesses at a short word are often a different word.)
  *   - `backchannelMaxMs` of 0 turns the tentative stage off: speech of `bargeInMinSpeechMs`
  *     interrupts at once.
  */
@@ -40,8 +40,6 @@ export type TurnInput =
   | { type: 'agent_done' }
   /** The session finished the interruption effects. */
   | { type: 'interrupt_handled' }
-  /** The recognizer heard more than acknowledgement in the caller's speech (during a tentative barge-in). */
-  | { type: 'caller_words' }
   /** The session's judgement of a tentative barge-in's final transcript. */
   | { type: 'backchannel_verdict'; backchannel: boolean };
 
@@ -113,9 +111,6 @@ export function nextTurn(state: TurnState, input: TurnInput, config: TurnConfig)
       if (state.phase === 'listening' || state.phase === 'interrupted') return go(state, 'thinking', ['end_user_turn']);
       if (speaking && state.bargeIn === 'tentative') return go(state, 'speaking', ['judge_backchannel'], true, 'judging');
       if (speaking && state.outputPaused && state.bargeIn === 'none') return go(state, 'speaking', ['resume_output'], false);
-      return stay(state);
-    case 'caller_words':
-      if (speaking && state.bargeIn === 'tentative') return go(state, 'interrupted', ['interrupt_reply'], false);
       return stay(state);
     case 'backchannel_verdict':
       if (!speaking || state.bargeIn !== 'judging') return stay(state);

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallSession, SessionEvent } from '../../src/agent/call-session.js';
 import { placeCall, type CallResult, type ReceivedMessage } from '../../src/softphone/twilio-caller.js';
-import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
+import { phoneSpeech, RECORDINGS, spokenWords, timeline } from '../helpers/speech.js';
 import { placeTestCall, postStatusCallback } from '../helpers/place-test-call.js';
 import { startVoiceServer, TEST_AUTH_TOKEN, type RunningServer } from '../helpers/voice-test-server.js';
 
@@ -83,6 +83,29 @@ describe('an inbound Twilio call on the local engines', () => {
     // Then the agent listened to the interruption and answered it.
     expect(session.turns.length).toBe(2);
     expect(session.turns[1]!.userText.length).toBeGreaterThan(0);
+  });
+
+  it('goes on with the reply after a "yeah" (paused, then resumed, nothing answered), and stops for a short "no"', async () => {
+    const first = await phoneSpeech(RECORDINGS.illDisposed);
+    const [yeah, no] = await Promise.all([spokenWords('yeah'), spokenWords('no')]);
+    const { result, session, events } = await call({ audio: timeline(24000, [[2000, first], [8000, yeah], [13000, no]]), idleHangUpMs: 2500 });
+
+    expect(result.violations).toEqual([]);
+    // Both times the agent paused at the onset (clear) ...
+    expect(events.filter((e) => e.type === 'clear_sent' && e.reason === 'pause').length).toBeGreaterThanOrEqual(2);
+    // ... went on after "yeah", which was never a turn of its own (reply audio came between the two
+    // pauses) ...
+    const pauses = result.messages.map((m, i) => (m.event === 'clear' ? i : -1)).filter((i) => i >= 0);
+    expect(result.messages.slice(pauses[0]! + 1, pauses[1]).filter((m) => m.event === 'media').length).toBeGreaterThan(50);
+    // ... and "no" interrupted it: the transcript keeps what was heard up to then, and "no" is answered.
+    const interruptions = events.filter((e): e is Extract<SessionEvent, { type: 'interrupted' }> => e.type === 'interrupted');
+    expect(interruptions).toHaveLength(1);
+    expect(session.turns).toHaveLength(2);
+    expect(session.turns[0]!.interrupted).toBe(true);
+    expect(FALLBACK.startsWith(session.turns[0]!.assistantText)).toBe(true);
+    expect(session.turns[0]!.assistantText.length).toBeLessThan(FALLBACK.length);
+    expect(session.turns[1]!.userText).not.toMatch(/yeah/);
+    expect(session.conversation.filter((m) => m.role === 'user')).toHaveLength(2);
   });
 
   it('delivers DTMF digits to the session and survives garbage frames without ending the call', async () => {

@@ -1,4 +1,5 @@
 /** Real speech for end-to-end tests: Debian's pocketsphinx-testdata recordings, as a phone would carry them. */
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { loadResampler, resampleAll } from '../../src/audio/resampler.js';
 import { readWav } from '../../src/audio/wav.js';
@@ -19,6 +20,13 @@ export const RECORDINGS = {
 export async function phoneSpeech(path: string): Promise<Int16Array> {
   await loadResampler();
   const wav = readWav(readFileSync(path));
+  return decodeG711('mulaw', encodeG711('mulaw', resampleAll(wav.samples, wav.sampleRate, 8000)));
+}
+
+/** Words spoken by espeak-ng (the Debian binary), at 8 kHz after a µ-law round trip: for short words no recording has. */
+export async function spokenWords(text: string): Promise<Int16Array> {
+  await loadResampler();
+  const wav = readWav(execFileSync('espeak-ng', ['-v', 'en-us', '--stdout', text]));
   return decodeG711('mulaw', encodeG711('mulaw', resampleAll(wav.samples, wav.sampleRate, 8000)));
 }
 
