@@ -152,6 +152,9 @@ export class CallSession implements CallEventSink {
   private asrFinal: Promise<string> | undefined;
   /** The open turn's recognition was already ended to judge a tentative barge-in. */
   private asrEnded = false;
+  /** Caller audio received so far, in samples, and where the latest judged barge-in paused. */
+  private receivedSamples = 0;
+  private judgedAtSample = 0;
   /** Caller words of turns whose reply was dropped because the caller went on (joined to the next turn). */
   private carriedText: Promise<string> = Promise.resolve('');
   /** The latest ended caller turn's words, and its number: a newer turn supersedes older results. */
@@ -251,6 +254,7 @@ export class CallSession implements CallEventSink {
     if (this.asr !== undefined) this.asr.push(pcm8k);
     this.preRoll.push(pcm8k);
     this.preRollSamples += pcm8k.length;
+    this.receivedSamples += pcm8k.length;
     const limit = (PRE_ROLL_MS * SAMPLE_RATE_8K) / 1000;
     while (this.preRollSamples - (this.preRoll[0]?.length ?? 0) >= limit) this.preRollSamples -= this.preRoll.shift()!.length;
   }
@@ -328,6 +332,8 @@ export class CallSession implements CallEventSink {
         return this.interruptReply();
       case 'judge_backchannel':
         return this.judgeBackchannel();
+      case 'continue_user_turn':
+        return this.continueUserTurn();
       case 'drop_user_turn':
         return this.dropUserTurn();
       default: {
@@ -337,10 +343,14 @@ export class CallSession implements CallEventSink {
     }
   }
 
-  private openUserTurn(): void {
+  /**
+   * Starts recognizing a caller turn, fed the pre-roll first (the speech onset came before the
+   * turn was confirmed). `preRollSamples` limits how much of it; `turn` continues a turn record.
+   */
+  private openUserTurn(options: { preRollSamples?: number; turn?: TurnRecord } = {}): void {
     this.asr?.cancel();
     this.cancelSpeculation('new caller turn');
-    this.turn = this.newTurnRecord();
+    this.turn = options.turn ?? this.newTurnRecord();
     let resolveFinal!: (text: string) => void;
     this.asrFinal = new Promise<string>((resolve) => (resolveFinal = resolve));
     this.latestPartial = '';
@@ -361,7 +371,14 @@ export class CallSession implements CallEventSink {
         resolveFinal('');
       }
     });
-    for (const chunk of this.preRoll) stream.push(chunk);
+    let skip = Math.max(0, this.preRollSamples - (options.preRollSamples ?? Infinity));
+    for (const chunk of this.preRoll) {
+      if (skip >= chunk.length) skip -= chunk.length;
+      else {
+        stream.push(skip > 0 ? chunk.subarray(skip) : chunk);
+        skip = 0;
+      }
+    }
     this.asr = stream;
   }
 
@@ -477,8 +494,9 @@ export class CallSession implements CallEventSink {
     }
     stream.end();
     this.asrEnded = true;
+    this.judgedAtSample = this.receivedSamples;
     void final.then((text) => {
-      if (this.ended || this.asr !== stream || this.state.bargeIn !== 'judging') return;
+      if (this.ended || this.asr !== stream || (this.state.bargeIn !== 'judging' && this.state.bargeIn !== 'judging_turn_over')) return;
       const backchannel = isBackchannel(text) && !this.isAnsweringQuestion();
       this.logger.info(
         { event: backchannel ? 'backchannel' : 'barge_in_confirmed', text },
@@ -486,6 +504,19 @@ export class CallSession implements CallEventSink {
       );
       this.dispatch({ type: 'backchannel_verdict', backchannel });
     });
+  }
+
+  /**
+   * The judged words interrupted, and the caller's turn goes on: those words start the turn's text,
+   * and what the caller says from the pause on (the audio since the judgement) is recognized afresh
+   * and joined to them when the turn ends.
+   */
+  private continueUserTurn(): void {
+    const judged = this.asrFinal ?? Promise.resolve('');
+    const before = this.carriedText;
+    this.carriedText = Promise.all([before, judged]).then(([carried, own]) => [carried, own.trim()].filter(Boolean).join(' '));
+    this.hasCarriedText = true;
+    this.openUserTurn({ preRollSamples: this.receivedSamples - this.judgedAtSample, ...(this.turn === undefined ? {} : { turn: this.turn }) });
   }
 
   /** The agent is finishing a question: a "yes" now answers it. */

@@ -9,10 +9,12 @@
  *   - Speech shorter than `bargeInMinSpeechMs` (a cough, a click) resumes the reply where it was.
  *   - Longer speech opens the caller's turn (recognition starts) as a *tentative* barge-in. It
  *     becomes an interruption — the reply is cancelled and cut where it was heard — once the
- *     speech lasts `backchannelMaxMs`. If it ends first, the session judges its final transcript:
- *     a backchannel ("yeah", "mhm", "i see") is dropped and the reply resumes where it paused;
- *     anything else interrupts and is answered. (Partial transcripts do not decide: a streaming
- *     recognizer's first guesses at a short word are often a different word.)
+ *     speech lasts `backchannelMaxMs`. If it pauses first (`silence_gap`, ~0.1 s), the session
+ *     judges the final transcript of what was said so far: a backchannel ("yeah", "mhm", "i see")
+ *     is dropped and the reply resumes where it paused, a moment after the word; anything else
+ *     interrupts, and the caller's turn goes on (what they say next joins those words) until its
+ *     end is detected as usual. (Partial transcripts do not decide: a streaming recognizer's first
+ *     guesses at a short word are often a different word.)
  *   - `backchannelMaxMs` of 0 turns the tentative stage off: speech of `bargeInMinSpeechMs`
  *     interrupts at once.
  */
@@ -26,10 +28,11 @@ export interface TurnState {
   outputPaused: boolean;
   /**
    * While the agent speaks: `tentative` — caller speech long enough to be a barge-in is being
-   * recognized, not yet known to be more than a backchannel; `judging` — it ended and the session
-   * is classifying its final transcript.
+   * recognized, not yet known to be more than a backchannel; `judging` — it paused and the session
+   * is classifying its final transcript; `judging_turn_over` — the same, and meanwhile the caller's
+   * turn ended (so an interruption is answered at once).
    */
-  bargeIn: 'none' | 'tentative' | 'judging';
+  bargeIn: 'none' | 'tentative' | 'judging' | 'judging_turn_over';
 }
 
 export type TurnInput =
@@ -56,8 +59,10 @@ export type TurnEffect =
   | 'resume_output'
   /** Barge-in: cancel the reply, drop unplayed audio, keep only what the caller heard. */
   | 'interrupt_reply'
-  /** A tentative barge-in's speech ended: finish its recognition and judge the transcript (→ backchannel_verdict). */
+  /** A tentative barge-in's speech paused: finish its recognition and judge the transcript (→ backchannel_verdict). */
   | 'judge_backchannel'
+  /** The judged words were an interruption and the caller's turn goes on: recognize what follows and join it to them. */
+  | 'continue_user_turn'
   /** The caller's tentative turn was only a backchannel (or a blip): discard it, reply to nothing. */
   | 'drop_user_turn';
 
@@ -98,9 +103,10 @@ export function nextTurn(state: TurnState, input: TurnInput, config: TurnConfig)
     case 'speech_progress':
       return onSpeechProgress(state, input.speechMs, config);
     case 'silence_gap':
-      // A pause inside a tentative barge-in: the end of the turn (or more words) decides.
+      // A backchannel is one short burst: at its first pause, judge what was said.
+      if (speaking && state.bargeIn === 'tentative') return go(state, 'speaking', ['judge_backchannel'], true, 'judging');
       if (speaking && state.bargeIn !== 'none') return stay(state);
-      // Speech stopped before it became an interruption (a cough).
+      // Speech stopped before it became a barge-in (a cough).
       if (speaking && state.outputPaused) return go(state, 'speaking', ['resume_output'], false);
       return stay(state);
     case 'speech_lost':
@@ -109,21 +115,24 @@ export function nextTurn(state: TurnState, input: TurnInput, config: TurnConfig)
       return stay(state);
     case 'turn_end':
       if (state.phase === 'listening' || state.phase === 'interrupted') return go(state, 'thinking', ['end_user_turn']);
-      if (speaking && state.bargeIn === 'tentative') return go(state, 'speaking', ['judge_backchannel'], true, 'judging');
+      if (speaking && state.bargeIn === 'tentative') return go(state, 'speaking', ['judge_backchannel'], true, 'judging_turn_over');
+      if (speaking && state.bargeIn === 'judging') return go(state, 'speaking', [], true, 'judging_turn_over');
       if (speaking && state.outputPaused && state.bargeIn === 'none') return go(state, 'speaking', ['resume_output'], false);
       return stay(state);
     case 'backchannel_verdict':
-      if (!speaking || state.bargeIn !== 'judging') return stay(state);
+      if (!speaking || (state.bargeIn !== 'judging' && state.bargeIn !== 'judging_turn_over')) return stay(state);
       if (input.backchannel) return go(state, 'speaking', ['drop_user_turn', 'resume_output'], false, 'none');
-      // An interruption after all: cut the reply where it was heard and answer what the caller said.
-      return go(state, 'thinking', ['interrupt_reply', 'end_user_turn'], false);
+      // An interruption after all: cut the reply where it was heard; answer the caller's words now
+      // if their turn is over, else once it is.
+      if (state.bargeIn === 'judging_turn_over') return go(state, 'thinking', ['interrupt_reply', 'end_user_turn'], false);
+      return go(state, 'listening', ['interrupt_reply', 'continue_user_turn'], false);
     case 'agent_audio_started':
       if (state.phase === 'thinking' || state.phase === 'idle') return go(state, 'speaking', [], false);
       return stay(state);
     case 'agent_done':
       // The agent finished while the caller's tentative turn was open: it is an ordinary turn now.
       if (speaking && state.bargeIn === 'tentative') return go(state, 'listening', [], false);
-      if (speaking && state.bargeIn === 'judging') return go(state, 'thinking', ['end_user_turn'], false);
+      if (speaking && (state.bargeIn === 'judging' || state.bargeIn === 'judging_turn_over')) return go(state, 'thinking', ['end_user_turn'], false);
       if (speaking || state.phase === 'thinking') return go(state, 'idle', [], false);
       return stay(state);
     case 'interrupt_handled':
@@ -156,7 +165,7 @@ function onSpeechProgress(state: TurnState, speechMs: number, config: TurnConfig
 
 function onSpeechWhileSpeaking(state: TurnState, speechMs: number, config: TurnConfig): Transition {
   const pause: TurnEffect[] = state.outputPaused ? [] : ['pause_output'];
-  if (state.bargeIn === 'judging') return stay(state);
+  if (state.bargeIn === 'judging' || state.bargeIn === 'judging_turn_over') return stay(state);
   if (state.bargeIn === 'tentative') {
     return speechMs >= config.backchannelMaxMs ? go(state, 'interrupted', ['interrupt_reply'], false) : stay(state);
   }

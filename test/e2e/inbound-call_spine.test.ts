@@ -97,6 +97,10 @@ describe('an inbound Twilio call on the local engines', () => {
     // pauses) ...
     const pauses = result.messages.map((m, i) => (m.event === 'clear' ? i : -1)).filter((i) => i >= 0);
     expect(result.messages.slice(pauses[0]! + 1, pauses[1]).filter((m) => m.event === 'media').length).toBeGreaterThan(50);
+    // It went on at the word's end (judged at the first pause), not after the end-of-turn wait:
+    // the clip ends at 8000 ms + its length, trailing silence included.
+    const resumedAtMs = result.messages.slice(pauses[0]! + 1).find((m) => m.event === 'media')!.atMs;
+    expect(resumedAtMs - (8000 + yeah.length / 8)).toBeLessThan(300);
     // ... and "no" interrupted it: the transcript keeps what was heard up to then, and "no" is answered.
     const interruptions = events.filter((e): e is Extract<SessionEvent, { type: 'interrupted' }> => e.type === 'interrupted');
     expect(interruptions).toHaveLength(1);

@@ -419,13 +419,15 @@ describe('call session: backchannels and barge-in', () => {
     return { ...built, events, llmRequests: llm.requests };
   }
 
-  it('goes on with the reply after a "yeah": output paused, then resumed, nothing answered', async () => {
+  it('goes on with the reply after a "yeah": output paused, then resumed at its first pause, nothing answered', async () => {
     const { session, vad, sent, events, llmRequests } = await agentSpeaking(['tell me everything', 'yeah'], LONG_REPLY);
     vad.speak(8); // ~256 ms of speech: past the barge-in minimum, short of the backchannel maximum
     expect(sent.filter((s) => s.kind === 'clear')).toHaveLength(1); // paused at the onset
     expect(session.state).toEqual({ phase: 'speaking', outputPaused: true, bargeIn: 'tentative' });
-    silence(vad);
+    vad.speak(4, 0.02); // ~130 ms of silence: a pause, not yet the end of the turn
+    expect(session.state.bargeIn).toBe('judging');
     await until(() => session.state.bargeIn === 'none');
+    silence(vad); // the rest of the silence changes nothing
     expect(session.state).toEqual({ phase: 'speaking', outputPaused: false, bargeIn: 'none' });
     const resumedAt = sent.length;
     await until(() => sent.slice(resumedAt).some((s) => s.kind === 'media'));
@@ -447,6 +449,20 @@ describe('call session: backchannels and barge-in', () => {
     expect(LONG_REPLY.startsWith(assistant.content)).toBe(true);
     expect(assistant.content.length).toBeGreaterThan(0);
     expect(assistant.content).not.toContain('Sixth');
+    session.end('test');
+  });
+
+  it('interrupts at the pause when the words were more than a backchannel, then hears the caller out', async () => {
+    const { session, vad, events, llmRequests } = await agentSpeaking(['tell me everything', 'no', 'I meant Tuesday'], LONG_REPLY);
+    vad.speak(8);
+    vad.speak(4, 0.02); // the pause after "no"
+    await until(() => events.some((e) => e.type === 'interrupted'));
+    expect(session.state.phase).toBe('listening');
+    expect(llmRequests).toHaveLength(1); // not answered yet: the caller may go on
+    vad.speak(10); // "I meant Tuesday"
+    silence(vad);
+    await until(() => llmRequests.length === 2);
+    expect(llmRequests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'no I meant Tuesday' });
     session.end('test');
   });
 

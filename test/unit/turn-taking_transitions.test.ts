@@ -114,20 +114,39 @@ describe('turn-taking: backchannels while the agent speaks', () => {
     expect(answered.effects).toEqual(['end_user_turn']);
   });
 
-  it('waits through a pause inside the speech, then judges the transcript at the end of the turn', () => {
-    const result = runB([{ type: 'silence_gap', speechMs: 300, atMs: 0 }, turnEnd], tentative.state);
+  const gap: TurnInput = { type: 'silence_gap', speechMs: 300, atMs: 0 };
+
+  it('judges the transcript at the first pause in the speech, output still paused', () => {
+    const result = runB([gap], tentative.state);
     expect(result.state).toEqual({ phase: 'speaking', outputPaused: true, bargeIn: 'judging' });
     expect(result.effects).toEqual(['judge_backchannel']);
+    // The turn may end while the final transcript is awaited: no second judgement, but it is noted.
+    const ended = runB([turnEnd], result.state);
+    expect(ended.state).toEqual({ phase: 'speaking', outputPaused: true, bargeIn: 'judging_turn_over' });
+    expect(ended.effects).toEqual([]);
+    // A turn that ends with no pause reported first is judged too.
+    expect(runB([turnEnd], tentative.state).effects).toEqual(['judge_backchannel']);
   });
 
-  it('drops a judged backchannel and resumes the reply where it paused', () => {
-    const judging = runB([turnEnd], tentative.state).state;
-    const result = runB([{ type: 'backchannel_verdict', backchannel: true }], judging);
-    expect(result.state).toEqual({ phase: 'speaking', outputPaused: false, bargeIn: 'none' });
-    expect(result.effects).toEqual(['drop_user_turn', 'resume_output']);
+  it('on an interruption judged at a pause, cuts the reply and keeps listening: the turn goes on', () => {
+    const judging = runB([gap], tentative.state).state;
+    const result = runB([{ type: 'backchannel_verdict', backchannel: false }], judging);
+    expect(result.state).toEqual({ phase: 'listening', outputPaused: false, bargeIn: 'none' });
+    expect(result.effects).toEqual(['interrupt_reply', 'continue_user_turn']);
+    const answered = runB([{ type: 'interrupt_handled' }, progress(700), turnEnd], result.state);
+    expect(answered.state.phase).toBe('thinking');
+    expect(answered.effects).toEqual(['end_user_turn']);
   });
 
-  it('interrupts and answers when the judged transcript is more than a backchannel', () => {
+  it('drops a judged backchannel and resumes the reply where it paused, whether or not the turn ended meanwhile', () => {
+    for (const judging of [runB([gap], tentative.state).state, runB([turnEnd], tentative.state).state]) {
+      const result = runB([{ type: 'backchannel_verdict', backchannel: true }], judging);
+      expect(result.state).toEqual({ phase: 'speaking', outputPaused: false, bargeIn: 'none' });
+      expect(result.effects).toEqual(['drop_user_turn', 'resume_output']);
+    }
+  });
+
+  it('interrupts and answers at once when the judged transcript is more than a backchannel and the turn is over', () => {
     const judging = runB([turnEnd], tentative.state).state;
     const result = runB([{ type: 'backchannel_verdict', backchannel: false }], judging);
     expect(result.state).toEqual({ phase: 'thinking', outputPaused: false, bargeIn: 'none' });
