@@ -32,7 +32,7 @@
  *     call-second; playback underruns at the callers are shown beside them
  *   - diagnostic (`--no-vad`): our server with a no-op VAD at the first frame size, to split the VAD's share
  *
- *   npx tsx bench/load.ts [--frames 20,40,60] [--calls 50,200] [--seconds 15] [--rounds 3] [--phases spread|aligned]
+ *   npx tsx bench/load.ts [--frames 20,40,60] [--calls 50,200] [--seconds 15] [--rounds 3] [--phases spread|aligned] [--gate on|off]
  *   BENCH_CPU_PROFILE=/tmp/profiles npx tsx bench/load.ts …   (a .cpuprofile per case's window)
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -677,9 +677,12 @@ if (isMain(import.meta.url)) {
       rounds: { type: 'string', default: '3' },
       phases: { type: 'string', default: 'spread' },
       'no-vad': { type: 'boolean', default: false },
+      /** `off`: the VAD model on every chunk (VAD_NOISE_GATE=off), as in npm run bench's worst case. */
+      gate: { type: 'string', default: 'on' },
     },
   });
   if (values.phases !== 'spread' && values.phases !== 'aligned') throw new Error('--phases must be spread or aligned');
+  if (values.gate !== 'on' && values.gate !== 'off') throw new Error('--gate must be on or off');
   const result = await runLoadBench({
     frames: values.frames.split(',').map(Number) as Array<20 | 40 | 60>,
     calls: values.calls.split(',').map(Number),
@@ -688,6 +691,7 @@ if (isMain(import.meta.url)) {
     rounds: Number(values.rounds),
     inboundPhases: values.phases,
     withNoVad: values['no-vad'],
+    serverEnv: { VAD_NOISE_GATE: values.gate },
   });
   printSummary('Load', result.summary);
   process.exit(0);
