@@ -6,14 +6,15 @@
  *
  * Conservative on purpose: only an utterance made up entirely of listed tokens counts. Anything
  * else — a question, "no", "wait", "stop", or nothing recognizable at all — is an interruption,
- * since resuming over a caller who meant to cut in is worse than pausing for one who did not.
+ * since resuming over a caller who meant to cut in is worse than pausing for one who did not. So
+ * are a lone "uh" (it usually opens a turn: "uh, actually…") and "huh?" (it means "what?").
  *
  * Hand-written: a word list tied to our turn-taking, not a library's job.
  */
 
 /** Single tokens heard as acknowledgement (as recognizers spell them, after normalization). */
 const BACKCHANNEL_TOKENS = new Set([
-  'mhm', 'mm', 'mmm', 'hm', 'hmm', 'mm-hmm', 'mmhmm', 'uh-huh', 'uhhuh', 'uh', 'huh', 'ah', 'oh',
+  'mhm', 'mm', 'mmm', 'hm', 'hmm', 'mm-hmm', 'mmhmm', 'uh-huh', 'uhhuh', 'ah', 'oh',
   'yeah', 'yea', 'yep', 'yup', 'yes', 'ok', 'okay', 'right', 'sure', 'alright', 'aha', 'ahh', 'ooh',
   'cool', 'great', 'good', 'fine', 'gotcha', 'exactly', 'totally', 'absolutely', 'indeed', 'wow',
 ]);

@@ -30,6 +30,13 @@ import { isBackchannel } from './backchannel.js';
  * the agent stops and answers rather than repeating the question's tail and dropping the "yes".
  */
 const ANSWER_WINDOW_MS = 1500;
+/**
+ * How long a paused reply waits for the final transcript of a possible backchannel. A short
+ * utterance's final takes ~20–40 ms on either recognizer; one that is later (a busy recognizer)
+ * counts as an interruption, as every barge-in did before backchannels were judged, rather than
+ * keep the agent silent.
+ */
+const BACKCHANNEL_JUDGE_TIMEOUT_MS = 350;
 
 export interface SessionTiming {
   endOfTurnSilenceMs: number;
@@ -361,7 +368,7 @@ export class CallSession implements CallEventSink {
       if (event.type === 'final') resolveFinal(event.text);
       else if (event.type === 'partial') {
         if (this.asr !== stream) return;
-            this.latestPartial = event.text;
+        this.latestPartial = event.text;
         turn.firstPartialAt ??= performance.now();
         // A newer partial during the pause: re-aim the speculation at it.
         if (this.speculation !== undefined && !sameUtterance(this.speculation.userText, event.text)) this.maybeSpeculate();
@@ -427,6 +434,8 @@ export class CallSession implements CallEventSink {
       this.dispatch({ type: 'agent_done' });
       return;
     }
+    // Words were heard after all: an apology held for a failed part of this turn is moot.
+    this.apologyDue = false;
     turn.userText = userText;
     turn.index = this.turns.length;
     this.turns.push(turn);
@@ -495,15 +504,24 @@ export class CallSession implements CallEventSink {
     stream.end();
     this.asrEnded = true;
     this.judgedAtSample = this.receivedSamples;
-    void final.then((text) => {
-      if (this.ended || this.asr !== stream || (this.state.bargeIn !== 'judging' && this.state.bargeIn !== 'judging_turn_over')) return;
-      const backchannel = isBackchannel(text) && !this.isAnsweringQuestion();
+    // Words of this barge-in judged before (the caller went on after an acknowledgement) count too.
+    const words = Promise.all([this.carriedText, final]).then(([carried, own]) => [carried, own.trim()].filter(Boolean).join(' '));
+    let decided = false;
+    const decide = (backchannel: boolean, fields: Record<string, unknown>): void => {
+      if (decided) return;
+      decided = true;
+      clearTimeout(timer);
+      const judging = this.state.bargeIn === 'judging' || this.state.bargeIn === 'judging_resumed' || this.state.bargeIn === 'judging_turn_over';
+      if (this.ended || this.asr !== stream || !judging) return;
       this.logger.info(
-        { event: backchannel ? 'backchannel' : 'barge_in_confirmed', text },
+        { event: backchannel ? 'backchannel' : 'barge_in_confirmed', ...fields },
         backchannel ? 'caller acknowledged; the agent goes on' : 'caller interrupted the agent',
       );
       this.dispatch({ type: 'backchannel_verdict', backchannel });
-    });
+    };
+    const timer = setTimeout(() => decide(false, { reason: 'final transcript late', timeoutMs: BACKCHANNEL_JUDGE_TIMEOUT_MS }), BACKCHANNEL_JUDGE_TIMEOUT_MS);
+    timer.unref();
+    void words.then((text) => decide(isBackchannel(text) && !this.isAnsweringQuestion(), { text }));
   }
 
   /**
@@ -534,6 +552,8 @@ export class CallSession implements CallEventSink {
     this.asrFinal = undefined;
     this.asrEnded = false;
     this.turn = undefined;
+    this.carriedText = Promise.resolve('');
+    this.hasCarriedText = false;
     this.latestPartial = '';
     this.cancelSpeculation('backchannel');
     stream?.cancel();
@@ -875,6 +895,12 @@ export class CallSession implements CallEventSink {
     const pending = this.pendingEnding;
     if (pending !== undefined && utterance.kind !== 'greeting') {
       this.pendingEnding = undefined;
+      if (this.state.phase === 'listening' || this.state.phase === 'thinking') {
+        // The caller spoke up before the last words were out (a barge-in still being judged): the
+        // conversation goes on, and the agent may end the call again after answering.
+        this.logger.info({ event: 'call_ending_cancelled', ending: pending.ending }, 'caller spoke over the closing words; the call goes on');
+        return;
+      }
       this.logger.info({ event: 'call_ending', ending: pending.ending }, 'agent ends the call');
       this.transport.finish(pending.ending);
       this.end(pending.endReason);

@@ -13,8 +13,10 @@
  *     judges the final transcript of what was said so far: a backchannel ("yeah", "mhm", "i see")
  *     is dropped and the reply resumes where it paused, a moment after the word; anything else
  *     interrupts, and the caller's turn goes on (what they say next joins those words) until its
- *     end is detected as usual. (Partial transcripts do not decide: a streaming recognizer's first
- *     guesses at a short word are often a different word.)
+ *     end is detected as usual. If the caller speaks again while the words are judged, an
+ *     acknowledgement is judged again together with what follows, at the next pause; speech that
+ *     reaches `backchannelMaxMs` in all interrupts. (Partial transcripts do not decide: a streaming
+ *     recognizer's first guesses at a short word are often a different word.)
  *   - `backchannelMaxMs` of 0 turns the tentative stage off: speech of `bargeInMinSpeechMs`
  *     interrupts at once.
  */
@@ -29,10 +31,11 @@ export interface TurnState {
   /**
    * While the agent speaks: `tentative` — caller speech long enough to be a barge-in is being
    * recognized, not yet known to be more than a backchannel; `judging` — it paused and the session
-   * is classifying its final transcript; `judging_turn_over` — the same, and meanwhile the caller's
-   * turn ended (so an interruption is answered at once).
+   * is classifying its final transcript; `judging_resumed` — the same, but the caller went on
+   * speaking meanwhile; `judging_turn_over` — the same, and meanwhile the caller's turn ended (so
+   * an interruption is answered at once).
    */
-  bargeIn: 'none' | 'tentative' | 'judging' | 'judging_turn_over';
+  bargeIn: 'none' | 'tentative' | 'judging' | 'judging_resumed' | 'judging_turn_over';
 }
 
 export type TurnInput =
@@ -95,6 +98,7 @@ const go = (
 
 export function nextTurn(state: TurnState, input: TurnInput, config: TurnConfig): Transition {
   const speaking = state.phase === 'speaking';
+  if (speaking && state.bargeIn !== 'none') return duringBargeIn(state, input, config);
   switch (input.type) {
     case 'speech_onset':
       // Only output needs an instant reaction; a turn opens once speech is confirmed.
@@ -103,36 +107,20 @@ export function nextTurn(state: TurnState, input: TurnInput, config: TurnConfig)
     case 'speech_progress':
       return onSpeechProgress(state, input.speechMs, config);
     case 'silence_gap':
-      // A backchannel is one short burst: at its first pause, judge what was said.
-      if (speaking && state.bargeIn === 'tentative') return go(state, 'speaking', ['judge_backchannel'], true, 'judging');
-      if (speaking && state.bargeIn !== 'none') return stay(state);
+    case 'speech_lost':
       // Speech stopped before it became a barge-in (a cough).
       if (speaking && state.outputPaused) return go(state, 'speaking', ['resume_output'], false);
       return stay(state);
-    case 'speech_lost':
-      if (speaking && state.bargeIn === 'tentative') return go(state, 'speaking', ['drop_user_turn', 'resume_output'], false, 'none');
-      if (speaking && state.outputPaused && state.bargeIn === 'none') return go(state, 'speaking', ['resume_output'], false);
-      return stay(state);
     case 'turn_end':
       if (state.phase === 'listening' || state.phase === 'interrupted') return go(state, 'thinking', ['end_user_turn']);
-      if (speaking && state.bargeIn === 'tentative') return go(state, 'speaking', ['judge_backchannel'], true, 'judging_turn_over');
-      if (speaking && state.bargeIn === 'judging') return go(state, 'speaking', [], true, 'judging_turn_over');
-      if (speaking && state.outputPaused && state.bargeIn === 'none') return go(state, 'speaking', ['resume_output'], false);
+      if (speaking && state.outputPaused) return go(state, 'speaking', ['resume_output'], false);
       return stay(state);
     case 'backchannel_verdict':
-      if (!speaking || (state.bargeIn !== 'judging' && state.bargeIn !== 'judging_turn_over')) return stay(state);
-      if (input.backchannel) return go(state, 'speaking', ['drop_user_turn', 'resume_output'], false, 'none');
-      // An interruption after all: cut the reply where it was heard; answer the caller's words now
-      // if their turn is over, else once it is.
-      if (state.bargeIn === 'judging_turn_over') return go(state, 'thinking', ['interrupt_reply', 'end_user_turn'], false);
-      return go(state, 'listening', ['interrupt_reply', 'continue_user_turn'], false);
+      return stay(state);
     case 'agent_audio_started':
       if (state.phase === 'thinking' || state.phase === 'idle') return go(state, 'speaking', [], false);
       return stay(state);
     case 'agent_done':
-      // The agent finished while the caller's tentative turn was open: it is an ordinary turn now.
-      if (speaking && state.bargeIn === 'tentative') return go(state, 'listening', [], false);
-      if (speaking && (state.bargeIn === 'judging' || state.bargeIn === 'judging_turn_over')) return go(state, 'thinking', ['end_user_turn'], false);
       if (speaking || state.phase === 'thinking') return go(state, 'idle', [], false);
       return stay(state);
     case 'interrupt_handled':
@@ -140,6 +128,65 @@ export function nextTurn(state: TurnState, input: TurnInput, config: TurnConfig)
       return stay(state);
     default:
       return assertNever(input);
+  }
+}
+
+/** The agent speaks, output paused, and the caller's turn is open: is it a backchannel or an interruption? */
+function duringBargeIn(state: TurnState, input: TurnInput, config: TurnConfig): Transition {
+  const resume = (): Transition => go(state, 'speaking', ['drop_user_turn', 'resume_output'], false, 'none');
+  // The judged words head the caller's turn, which goes on (recognized afresh from the pause).
+  const interruptAndContinue = (): Transition => go(state, 'listening', ['interrupt_reply', 'continue_user_turn'], false);
+  switch (state.bargeIn) {
+    case 'tentative':
+      switch (input.type) {
+        case 'speech_progress':
+          return input.speechMs >= config.backchannelMaxMs ? go(state, 'interrupted', ['interrupt_reply'], false) : stay(state);
+        // A backchannel is one short burst: at its first pause, judge what was said.
+        case 'silence_gap':
+          return go(state, 'speaking', ['judge_backchannel'], true, 'judging');
+        case 'turn_end':
+          return go(state, 'speaking', ['judge_backchannel'], true, 'judging_turn_over');
+        case 'speech_lost':
+          return resume();
+        // The agent finished meanwhile: an ordinary caller turn from here.
+        case 'agent_done':
+          return go(state, 'listening', [], false);
+        default:
+          return stay(state);
+      }
+    case 'judging':
+    case 'judging_resumed':
+      switch (input.type) {
+        // The caller went on while their words were judged: long enough, that interrupts now;
+        // shorter, the verdict decides with what follows in mind.
+        case 'speech_progress':
+          return input.speechMs >= config.backchannelMaxMs ? interruptAndContinue() : go(state, 'speaking', [], true, 'judging_resumed');
+        case 'turn_end':
+          return state.bargeIn === 'judging' ? go(state, 'speaking', [], true, 'judging_turn_over') : stay(state);
+        case 'backchannel_verdict':
+          if (!input.backchannel) return interruptAndContinue();
+          // Acknowledgement so far, but the caller went on ("uh … huh", "okay … so"): recognize what
+          // follows and judge it all together at the next pause.
+          if (state.bargeIn === 'judging_resumed') return go(state, 'speaking', ['continue_user_turn'], true, 'tentative');
+          return resume();
+        case 'agent_done':
+          return state.bargeIn === 'judging' ? go(state, 'thinking', ['end_user_turn'], false) : go(state, 'listening', ['continue_user_turn'], false);
+        default:
+          return stay(state);
+      }
+    case 'judging_turn_over':
+      switch (input.type) {
+        case 'backchannel_verdict':
+          return input.backchannel ? resume() : go(state, 'thinking', ['interrupt_reply', 'end_user_turn'], false);
+        case 'agent_done':
+          return go(state, 'thinking', ['end_user_turn'], false);
+        default:
+          return stay(state);
+      }
+    case 'none':
+      throw new Error('duringBargeIn called with no barge-in');
+    default:
+      return assertNever(state.bargeIn);
   }
 }
 
@@ -165,10 +212,6 @@ function onSpeechProgress(state: TurnState, speechMs: number, config: TurnConfig
 
 function onSpeechWhileSpeaking(state: TurnState, speechMs: number, config: TurnConfig): Transition {
   const pause: TurnEffect[] = state.outputPaused ? [] : ['pause_output'];
-  if (state.bargeIn === 'judging' || state.bargeIn === 'judging_turn_over') return stay(state);
-  if (state.bargeIn === 'tentative') {
-    return speechMs >= config.backchannelMaxMs ? go(state, 'interrupted', ['interrupt_reply'], false) : stay(state);
-  }
   if (speechMs < config.bargeInMinSpeechMs) return state.outputPaused ? stay(state) : go(state, 'speaking', pause, true);
   if (config.backchannelMaxMs <= config.bargeInMinSpeechMs || speechMs >= config.backchannelMaxMs) {
     return go(state, 'interrupted', ['interrupt_reply', 'open_user_turn'], false);

@@ -10,7 +10,7 @@ describe('isBackchannel', () => {
   });
 
   it('refuses anything with a word that is not acknowledgement, and empty transcripts', () => {
-    for (const text of ['no', 'wait', 'stop', 'yeah but', 'okay what about tuesday', 'i', 'i want', 'hold on', '', '   ', '...']) {
+    for (const text of ['no', 'wait', 'stop', 'yeah but', 'okay what about tuesday', 'i', 'i want', 'hold on', 'uh', 'huh', 'uh actually', '', '   ', '...']) {
       expect(isBackchannel(text), JSON.stringify(text)).toBe(false);
     }
   });
