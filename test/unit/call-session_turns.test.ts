@@ -484,6 +484,133 @@ describe('call session: backchannels and barge-in', () => {
     session.end('test');
   });
 
+  it('takes a "yes" early in a long question as acknowledgement: the question goes on', async () => {
+    const question = `${Array.from({ length: 24 }, (_, i) => `Point ${i + 1}.`).join(' ')} Shall I go on?`; // ~2.5 s of audio
+    const { session, vad, events, llmRequests } = await agentSpeaking(['tell me everything', 'yes'], question);
+    vad.speak(8);
+    silence(vad);
+    await until(() => session.state.bargeIn === 'none');
+    expect(session.state).toEqual({ phase: 'speaking', outputPaused: false, bargeIn: 'none' });
+    expect(events.filter((e) => e.type === 'interrupted')).toEqual([]);
+    expect(llmRequests).toHaveLength(1);
+    session.end('test');
+  });
+
+  it('judges an acknowledgement followed by more words together: "okay … so what now" interrupts', async () => {
+    const { session, vad, events, llmRequests } = await agentSpeaking(['tell me everything', 'okay', 'so what now'], LONG_REPLY);
+    vad.speak(8);
+    vad.speak(4, 0.02); // a pause: "okay" is judged …
+    vad.speak(6); // … while the caller goes on
+    expect(session.state.bargeIn).toBe('judging_resumed');
+    await until(() => session.state.bargeIn === 'tentative'); // "okay" alone was acknowledgement: judge again
+    expect(events.filter((e) => e.type === 'interrupted')).toEqual([]);
+    vad.speak(4, 0.02);
+    await until(() => events.some((e) => e.type === 'interrupted'));
+    silence(vad);
+    await until(() => llmRequests.length === 2);
+    expect(llmRequests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'okay so what now' });
+    session.end('test');
+  });
+
+  it('resumes after "yeah … right" and forgets those words for the next turn', async () => {
+    const { session, vad, events, llmRequests, echoMarks } = await agentSpeaking(['tell me everything', 'yeah', 'right', 'what about Monday'], LONG_REPLY);
+    vad.speak(8);
+    vad.speak(4, 0.02);
+    vad.speak(6);
+    await until(() => session.state.bargeIn === 'tentative');
+    vad.speak(4, 0.02);
+    await until(() => session.state.bargeIn === 'none');
+    expect(session.state).toEqual({ phase: 'speaking', outputPaused: false, bargeIn: 'none' });
+    silence(vad);
+    // The reply plays out; the caller's next turn stands alone.
+    await until(() => {
+      echoMarks();
+      return session.state.phase === 'idle';
+    });
+    vad.speak(10);
+    silence(vad);
+    await until(() => llmRequests.length === 2);
+    expect(llmRequests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'what about Monday' });
+    expect(events.filter((e) => e.type === 'interrupted')).toEqual([]);
+    session.end('test');
+  });
+
+  it('counts a final transcript later than the judging limit as an interruption', async () => {
+    let ends = 0;
+    const slowAsr: Engines['asr'] = {
+      createStream: (_callId, onEvent) => ({
+        push() {},
+        // The first turn is recognized at once; the barge-in's final never comes.
+        end: () => void (ends++ === 0 && setTimeout(() => onEvent({ type: 'final', text: 'tell me everything' }), 0)),
+        cancel() {},
+      }),
+      close: async () => {},
+    };
+    const { session, vad, events } = await agentSpeaking([], LONG_REPLY, { asr: slowAsr });
+    vad.speak(8);
+    vad.speak(4, 0.02);
+    const judgedAt = performance.now();
+    await until(() => events.some((e) => e.type === 'interrupted'));
+    expect(performance.now() - judgedAt).toBeGreaterThanOrEqual(300);
+    expect(session.state.phase).toBe('listening');
+    session.end('test');
+  });
+
+  it('feeds a judged-then-continued turn only the audio since the judgement (no words twice)', async () => {
+    const pushed: number[] = [];
+    const finals = ['tell me everything', 'no', ''];
+    const countingAsr: Engines['asr'] = {
+      createStream: (_callId, onEvent) => {
+        const index = pushed.push(0) - 1;
+        let ended = false;
+        return {
+          push: (pcm: Int16Array) => void (!ended && (pushed[index]! += pcm.length)),
+          end() {
+            ended = true;
+            const text = finals.shift() ?? '';
+            setTimeout(() => onEvent({ type: 'final', text }), 20);
+          },
+          cancel() {},
+        };
+      },
+      close: async () => {},
+    };
+    const { session, vad, events } = await agentSpeaking([], LONG_REPLY, { asr: countingAsr });
+    const frames = (n: number) => {
+      for (let i = 0; i < n; i++) session.onAudio(new Int16Array(160));
+    };
+    frames(5); // 800 samples before the barge-in: all of it pre-roll
+    vad.speak(8);
+    expect(pushed[1]).toBe(800);
+    frames(2);
+    vad.speak(4, 0.02); // judged here, after 1120 samples
+    frames(3); // 480 samples while the final is awaited
+    await until(() => events.some((e) => e.type === 'interrupted'));
+    expect(pushed[1]).toBe(1120);
+    expect(pushed[2]).toBe(480);
+    frames(1);
+    expect(pushed[2]).toBe(640);
+    session.end('test');
+  });
+
+  it('does not hang up when the goodbye ends while the caller is still speaking over it', async () => {
+    const { session, vad, sent, endings, requests } = build({ asrTexts: ['ok bye', 'wait one more thing'] });
+    vad.speak(10);
+    silence(vad);
+    await until(() => sent.some((s) => s.name?.endsWith(':end')));
+    await new Promise((r) => setTimeout(r, 350)); // the goodbye has played by our clock
+    vad.speak(8); // the caller starts to speak: a tentative barge-in
+    expect(session.state.bargeIn).toBe('tentative');
+    for (const m of sent.filter((s) => s.kind === 'mark')) session.onMarkEcho(m.name!); // the goodbye's end mark
+    expect(endings).toEqual([]);
+    expect(session.isEnded).toBe(false);
+    expect(session.state.phase).toBe('listening');
+    silence(vad);
+    await until(() => requests.length === 2);
+    expect(requests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'wait one more thing' });
+    session.end('test');
+  });
+
   it('with BACKCHANNEL_MAX_MS=0, interrupts at the barge-in minimum as before', async () => {
     const { session, vad, events } = await agentSpeaking(['tell me everything', 'yeah'], LONG_REPLY, { backchannelMaxMs: 0 });
     vad.speak(5); // 160 ms
