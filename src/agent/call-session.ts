@@ -583,7 +583,6 @@ export class CallSession implements CallEventSink {
     return utterance;
   }
 
-
   // ── agent output ──────────────────────────────────────────────────────────────────────────────
   private newUtterance(kind: UtteranceKind): AgentUtterance {
     const utterance = new AgentUtterance(this.nextUtteranceId++, kind);
