@@ -531,6 +531,14 @@ export class CallSession implements CallEventSink {
    */
   private continueUserTurn(): void {
     const judged = this.asrFinal ?? Promise.resolve('');
+    // Its final may still be on its way (the caller talked on, or the judging timed out): the
+    // stream is left to finish, not cancelled with the turn's next recognition.
+    const judgedStream = this.asr;
+    if (judgedStream !== undefined) {
+      this.asr = undefined;
+      this.finishingAsr.add(judgedStream);
+      void judged.finally(() => this.finishingAsr.delete(judgedStream));
+    }
     const before = this.carriedText;
     this.carriedText = Promise.all([before, judged]).then(([carried, own]) => [carried, own.trim()].filter(Boolean).join(' '));
     this.hasCarriedText = true;

@@ -593,6 +593,34 @@ describe('call session: backchannels and barge-in', () => {
     session.end('test');
   });
 
+  it('keeps the judged words when the caller talks past the maximum before their final arrives', async () => {
+    // As the real recognizers do: a cancelled stream never delivers its final.
+    const finals = ['tell me everything', 'no', 'wait a moment'];
+    const faithfulAsr: Engines['asr'] = {
+      createStream: (_callId, onEvent) => {
+        let cancelled = false;
+        return {
+          push() {},
+          end() {
+            const text = finals.shift() ?? '';
+            setTimeout(() => cancelled || onEvent({ type: 'final', text }), 60);
+          },
+          cancel: () => void (cancelled = true),
+        };
+      },
+      close: async () => {},
+    };
+    const { session, vad, events, llmRequests } = await agentSpeaking([], LONG_REPLY, { asr: faithfulAsr });
+    vad.speak(8);
+    vad.speak(4, 0.02); // "no" is being judged …
+    vad.speak(14); // … and the caller talks on past the backchannel maximum (~830 ms in all) before its final
+    expect(events.filter((e) => e.type === 'interrupted')).toHaveLength(1);
+    silence(vad);
+    await until(() => llmRequests.length === 2);
+    expect(llmRequests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'no wait a moment' });
+    session.end('test');
+  });
+
   it('does not hang up when the goodbye ends while the caller is still speaking over it', async () => {
     const { session, vad, sent, endings, requests } = build({ asrTexts: ['ok bye', 'wait one more thing'] });
     vad.speak(10);
