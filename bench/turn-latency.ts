@@ -4,9 +4,10 @@
  * few calls at a time. The agent is the e2e fixture script: its fallback reply is ~10 s long, so a
  * second utterance started 3 s into that reply interrupts it.
  *
- * Each call: the greeting plays out; utterance 1; the fallback reply; 3 s after the reply's first
- * frame arrived, utterance 2 (the barge-in); the reply to utterance 2; hang-up. Clips are started on
- * the fly, so the barge-in lands inside the reply however long recognition took.
+ * Each call: the greeting plays out; utterance 1; the fallback reply; 1.2 s after the reply's first
+ * frame arrived, a backchannel ("yeah", espeak-ng); 3 s after it, utterance 2 (the barge-in); the
+ * reply to utterance 2; hang-up. Clips are started on the fly, so they land inside the reply however
+ * long recognition took.
  *
  * (a) Barge-in reaction: the caller's speech onset (the send time of the first 20 ms frame of the
  *     interrupting clip whose energy is clearly speech, > −35 dBFS) → the first `clear` the caller
@@ -16,6 +17,9 @@
  *     (ASR final, LLM first token, TTS first audio) relative to the turn decision; and the caller's
  *     response latency: end of caller speech (send time of the clip's last frame > −35 dBFS) → the
  *     first reply media frame received.
+ * (c) Backchannel: how long the agent is silent for the caller's "yeah" (the first `clear` received
+ *     after the clip started → the next media frame), and in how many calls the reply went on rather
+ *     than being interrupted (BACKCHANNEL_MAX_MS).
  *
  *   npx tsx bench/turn-latency.ts [--rounds 3] [--concurrent 4] [--stagger-ms 1200]
  *   VAD_BATCH_WINDOW_MS=0 npx tsx bench/turn-latency.ts …   (compare VAD batch windows)
@@ -23,7 +27,7 @@
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import type { CallSession, SessionEvent } from '../src/agent/call-session.js';
-import { phoneSpeech, RECORDINGS } from '../test/helpers/speech.js';
+import { phoneSpeech, RECORDINGS, spokenWords } from '../test/helpers/speech.js';
 import { startVoiceServer, TEST_AUTH_TOKEN, type RunningServer } from '../test/helpers/voice-test-server.js';
 import { cpus } from 'node:os';
 import { fmt, isMain, machineBusyFraction, machineCpu, printTable, processCpuMs, quantile, row, sleep, type SummaryRow } from './common.js';
@@ -31,6 +35,7 @@ import { SpeechCaller } from './speech-caller.js';
 
 const SPEECH_DBFS = -35;
 const INTO_REPLY_MS = 3000;
+const BACKCHANNEL_INTO_REPLY_MS = 1200;
 
 interface Clip {
   name: string;
@@ -57,6 +62,8 @@ interface CallOutcome {
   end2?: number;
   reply2?: number;
   playingAtBargeIn?: boolean;
+  backchannelStart?: number;
+  backchannelEnd?: number;
 }
 
 export interface TurnLatencyResult {
@@ -72,6 +79,11 @@ export interface TurnLatencyResult {
   ttsFirstAudio: number[];
   speechEndToDecided: number[];
   callerResponse: number[];
+  /** How long the agent was silent for the caller's "yeah" (clear received → next media frame). */
+  backchannelSilence: number[];
+  /** Calls whose reply went on after the "yeah", of those that played it. */
+  backchannelResumed: number;
+  backchannelCalls: number;
   problems: string[];
   summary: SummaryRow[];
 }
@@ -94,7 +106,10 @@ function frameDb(pcm: Int16Array, frame: number): number {
 }
 
 async function loadClip(name: string, path: string): Promise<Clip> {
-  const pcm = await phoneSpeech(path);
+  return clipOf(name, await phoneSpeech(path));
+}
+
+function clipOf(name: string, pcm: Int16Array): Clip {
   const frames = Math.floor(pcm.length / 160);
   let onsetFrame = -1;
   let lastFrame = -1;
@@ -108,7 +123,7 @@ async function loadClip(name: string, path: string): Promise<Clip> {
   return { name, pcm, onsetFrame, lastFrame };
 }
 
-async function runCall(server: RunningServer, label: string, first: Clip, second: Clip, sessions: Map<string, { session: CallSession; events: TimedEvent[] }>): Promise<CallOutcome> {
+async function runCall(server: RunningServer, label: string, first: Clip, second: Clip, backchannel: Clip, sessions: Map<string, { session: CallSession; events: TimedEvent[] }>): Promise<CallOutcome> {
   const caller = new SpeechCaller(server.url, TEST_AUTH_TOKEN);
   const o: CallOutcome = { label, second, caller, session: undefined, events: [], problems: [] };
   const lastMedia = (): number => caller.mediaAt[caller.mediaAt.length - 1] ?? -Infinity;
@@ -128,6 +143,11 @@ async function runCall(server: RunningServer, label: string, first: Clip, second
       return o;
     }
     o.reply1 = firstMediaAfter(end1);
+    const backchannelAt = (o.reply1 ?? 0) + BACKCHANNEL_INTO_REPLY_MS;
+    await caller.waitFor(() => caller.now() >= backchannelAt, BACKCHANNEL_INTO_REPLY_MS + 1000);
+    const sb = caller.play(backchannel.pcm);
+    o.backchannelStart = await caller.frameSent(sb);
+    o.backchannelEnd = await caller.frameSent(sb + backchannel.lastFrame);
     const bargeAt = (o.reply1 ?? 0) + INTO_REPLY_MS;
     await caller.waitFor(() => caller.now() >= bargeAt, INTO_REPLY_MS + 1000);
     o.playingAtBargeIn = caller.bufferedMs > 0;
@@ -169,6 +189,7 @@ export async function runTurnLatencyBench(options: TurnLatencyOptions = {}): Pro
     loadClip('amiable', RECORDINGS.amiable),
     loadClip('coldHearted', RECORDINGS.coldHearted),
   ]);
+  const yeah = clipOf('yeah', await spokenWords('yeah'));
   const server = await startVoiceServer({
     AGENT_SCRIPT: 'test/fixtures/agents',
     ASR_WORKERS: String(asrWorkers),
@@ -192,7 +213,7 @@ export async function runTurnLatencyBench(options: TurnLatencyOptions = {}): Pro
         const first = clips[(r + c) % clips.length]!;
         const second = clips[(r + c + 1) % clips.length]!;
         const label = `round ${r + 1} call ${c + 1} (${first.name} → ${second.name})`;
-        calls.push(sleep(c * staggerMs).then(() => runCall(server, label, first, second, sessions)));
+        calls.push(sleep(c * staggerMs).then(() => runCall(server, label, first, second, yeah, sessions)));
       }
       outcomes.push(...(await Promise.all(calls)));
     }
@@ -215,6 +236,9 @@ export async function runTurnLatencyBench(options: TurnLatencyOptions = {}): Pro
     ttsFirstAudio: [],
     speechEndToDecided: [],
     callerResponse: [],
+    backchannelSilence: [],
+    backchannelResumed: 0,
+    backchannelCalls: 0,
     problems: [],
     summary: [],
   };
@@ -242,6 +266,19 @@ export async function runTurnLatencyBench(options: TurnLatencyOptions = {}): Pro
         }
         if (!o.events.some((e) => e.type === 'interrupted')) out.problems.push(`${label}: the reply was paused but never interrupted`);
       }
+    }
+
+    // (c) backchannel: the agent's silence for it, and whether the reply went on
+    if (o.backchannelStart !== undefined && o.clip2Start !== undefined) {
+      const start = o.backchannelStart;
+      const clip2Start = o.clip2Start;
+      out.backchannelCalls++;
+      const interruptions = o.events.filter((e) => e.type === 'interrupted' && e.at < caller.t0 + clip2Start).length;
+      if (interruptions === 0) out.backchannelResumed++;
+      else out.problems.push(`${label}: the "yeah" interrupted the reply`);
+      const clear = caller.clearsAt.find((t) => t >= start - 20 && t < clip2Start);
+      const resumed = clear === undefined ? undefined : caller.mediaAt.find((t) => t > clear);
+      if (interruptions === 0 && clear !== undefined && resumed !== undefined && resumed < clip2Start) out.backchannelSilence.push(resumed - clear);
     }
 
     // (b) caller-side response latency
@@ -276,7 +313,12 @@ export async function runTurnLatencyBench(options: TurnLatencyOptions = {}): Pro
       ['  turn decided → LLM first token', ...stat(out.llmFirstToken)],
       ['  turn decided → TTS first audio', ...stat(out.ttsFirstAudio)],
       ['caller: end of speech → first reply frame received', ...stat(out.callerResponse)],
+      ['backchannel "yeah": agent silent (clear → next frame)', ...stat(out.backchannelSilence)],
     ],
+  );
+  console.log(
+    `backchannel: the reply went on in ${out.backchannelResumed} of ${out.backchannelCalls} calls ("yeah" clip ${fmt(yeah.pcm.length / 8, 0)} ms, ` +
+      `speech ${fmt((yeah.lastFrame - yeah.onsetFrame + 1) * 20, 0)} ms)`,
   );
   console.log(
     `machine busy during the calls: ${fmt(busy * 100, 0)}% of ${cpus().length} cores (this process — server and callers — ${fmt(ownCores * 100, 0)}% of one core; ` +
@@ -301,6 +343,10 @@ export async function runTurnLatencyBench(options: TurnLatencyOptions = {}): Pro
     row('  decided → ASR final, p50 / p95', p50p95(out.asrFinal)),
     row('  decided → LLM first token, p50 / p95', p50p95(out.llmFirstToken)),
     row('  decided → TTS first audio, p50 / p95', p50p95(out.ttsFirstAudio)),
+    row(
+      'backchannel "yeah" during a reply: agent silent (clear → next frame), p50 / p95',
+      `${p50p95(out.backchannelSilence)}; the reply went on in ${out.backchannelResumed} of ${out.backchannelCalls} calls`,
+    ),
     row('caller: end of speech → first reply frame, p50 / p95', `${p50p95(out.callerResponse)} (n=${out.callerResponse.length}; incl. ${fmt(quantile(out.speechEndToDecided, 0.5), 0)} ms endpointing)`),
   );
   return out;
