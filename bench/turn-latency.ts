@@ -93,7 +93,7 @@ export interface TurnLatencyOptions {
   concurrent?: number;
   /** Delay between the starts of a round's calls, so their turns do not all line up. */
   staggerMs?: number;
-  /** The server's ASR_WORKERS (pocketsphinx processes); default 2, as the test server runs. */
+  /** The server's ASR_WORKERS (pocketsphinx processes); default: the server's own default (4). */
   asrWorkers?: number;
 }
 
@@ -180,10 +180,9 @@ export async function runTurnLatencyBench(options: TurnLatencyOptions = {}): Pro
   const rounds = options.rounds ?? 3;
   const concurrent = options.concurrent ?? 4;
   const staggerMs = options.staggerMs ?? 1200;
-  const asrWorkers = options.asrWorkers ?? 2;
-  console.log(
-    `\n== Turn latency on real speech: ${rounds} rounds × ${concurrent} concurrent calls, starts ${staggerMs} ms apart (e2e fixture agent, ASR_WORKERS=${asrWorkers}) ==`,
-  );
+  // The server's own default unless told otherwise (--asr-workers 2: one recognizer per core, where
+  // 4 talking calls queue for the recognizer and the "yeah" waits for its final).
+  const asrWorkers = options.asrWorkers;
   const clips = await Promise.all([
     loadClip('illDisposed', RECORDINGS.illDisposed),
     loadClip('amiable', RECORDINGS.amiable),
@@ -192,10 +191,13 @@ export async function runTurnLatencyBench(options: TurnLatencyOptions = {}): Pro
   const yeah = clipOf('yeah', await spokenWords('yeah'));
   const server = await startVoiceServer({
     AGENT_SCRIPT: 'test/fixtures/agents',
-    ASR_WORKERS: String(asrWorkers),
+    ...(asrWorkers === undefined ? {} : { ASR_WORKERS: String(asrWorkers) }),
     LOG_LEVEL: process.env['BENCH_LOG_LEVEL'] ?? 'silent',
     ...(process.env['VAD_BATCH_WINDOW_MS'] === undefined ? {} : { VAD_BATCH_WINDOW_MS: process.env['VAD_BATCH_WINDOW_MS'] }),
   });
+  console.log(
+    `\n== Turn latency on real speech: ${rounds} rounds × ${concurrent} concurrent calls, starts ${staggerMs} ms apart (e2e fixture agent, ASR_WORKERS=${server.config.asrWorkers}) ==`,
+  );
   const sessions = new Map<string, { session: CallSession; events: TimedEvent[] }>();
   const unsubscribe = server.sessions.onStarted((session) => {
     const events: TimedEvent[] = [];
@@ -275,7 +277,11 @@ export async function runTurnLatencyBench(options: TurnLatencyOptions = {}): Pro
       out.backchannelCalls++;
       const interruptions = o.events.filter((e) => e.type === 'interrupted' && e.at < caller.t0 + clip2Start).length;
       if (interruptions === 0) out.backchannelResumed++;
-      else out.problems.push(`${label}: the "yeah" interrupted the reply`);
+      else {
+        const judged = o.events.find((e): e is Extract<TimedEvent, { type: 'backchannel_judged' }> => e.type === 'backchannel_judged' && e.at >= caller.t0 + start);
+        const why = judged === undefined ? 'not judged (spoke past BACKCHANNEL_MAX_MS)' : `judged${judged.text === undefined ? '' : ` ${JSON.stringify(judged.text)}`}${judged.reason === undefined ? '' : `: ${judged.reason}`}`;
+        out.problems.push(`${label}: the "yeah" interrupted the reply (${why})`);
+      }
       const clear = caller.clearsAt.find((t) => t >= start - 20 && t < clip2Start);
       const resumed = clear === undefined ? undefined : caller.mediaAt.find((t) => t > clear);
       if (interruptions === 0 && clear !== undefined && resumed !== undefined && resumed < clip2Start) out.backchannelSilence.push(resumed - clear);
@@ -354,8 +360,8 @@ export async function runTurnLatencyBench(options: TurnLatencyOptions = {}): Pro
 
 if (isMain(import.meta.url)) {
   const { values } = parseArgs({
-    options: { rounds: { type: 'string', default: '3' }, concurrent: { type: 'string', default: '4' }, 'stagger-ms': { type: 'string', default: '1200' }, 'asr-workers': { type: 'string', default: '2' } },
+    options: { rounds: { type: 'string', default: '3' }, concurrent: { type: 'string', default: '4' }, 'stagger-ms': { type: 'string', default: '1200' }, 'asr-workers': { type: 'string' } },
   });
-  await runTurnLatencyBench({ rounds: Number(values.rounds), concurrent: Number(values.concurrent), staggerMs: Number(values['stagger-ms']), asrWorkers: Number(values['asr-workers']) });
+  await runTurnLatencyBench({ rounds: Number(values.rounds), concurrent: Number(values.concurrent), staggerMs: Number(values['stagger-ms']), ...(values['asr-workers'] === undefined ? {} : { asrWorkers: Number(values['asr-workers']) }) });
   process.exit(0);
 }

@@ -32,11 +32,13 @@ import { isBackchannel } from './backchannel.js';
 const ANSWER_WINDOW_MS = 1500;
 /**
  * How long a paused reply waits for the final transcript of a possible backchannel. A short
- * utterance's final takes ~20–40 ms on either recognizer; one that is later (a busy recognizer)
- * counts as an interruption, as every barge-in did before backchannels were judged, rather than
- * keep the agent silent.
+ * utterance's final takes ~20–40 ms on an idle recognizer, but the local one queues streams for a
+ * free worker: with 4 calls on 2 workers (turn-latency bench) finals took up to ~1.2 s, and a
+ * 350 ms limit turned 5 of 8 "yeah"s into interruptions answered as turns. Waiting costs a real
+ * interruption nothing (the agent is silent either way and the caller's speech is still heard);
+ * the limit only guards against a final that never comes. Matches Triton's ASR final deadline.
  */
-const BACKCHANNEL_JUDGE_TIMEOUT_MS = 350;
+const BACKCHANNEL_JUDGE_TIMEOUT_MS = 1500;
 
 export interface SessionTiming {
   endOfTurnSilenceMs: number;
@@ -95,6 +97,8 @@ export type SessionEvent =
   | { type: 'speech_onset'; atMs: number }
   | { type: 'clear_sent'; atMs: number; reason: 'pause' | 'interrupt' }
   | { type: 'interrupted'; atMs: number; heardText: string }
+  /** A possible backchannel was judged: the words (if the final came in time) and the verdict. */
+  | { type: 'backchannel_judged'; atMs: number; backchannel: boolean; text?: string; reason?: string }
   | { type: 'turn_decided'; atMs: number }
   | { type: 'first_frame'; atMs: number; utteranceId: number }
   /** An utterance played to its end: its text is now in the conversation (and the turn record). */
@@ -507,7 +511,7 @@ export class CallSession implements CallEventSink {
     // Words of this barge-in judged before (the caller went on after an acknowledgement) count too.
     const words = Promise.all([this.carriedText, final]).then(([carried, own]) => [carried, own.trim()].filter(Boolean).join(' '));
     let decided = false;
-    const decide = (backchannel: boolean, fields: Record<string, unknown>): void => {
+    const decide = (backchannel: boolean, fields: { text?: string; reason?: string }): void => {
       if (decided) return;
       decided = true;
       clearTimeout(timer);
@@ -517,11 +521,15 @@ export class CallSession implements CallEventSink {
         { event: backchannel ? 'backchannel' : 'barge_in_confirmed', ...fields },
         backchannel ? 'caller acknowledged; the agent goes on' : 'caller interrupted the agent',
       );
+      this.emit({ type: 'backchannel_judged', atMs: performance.now(), backchannel, ...fields });
       this.dispatch({ type: 'backchannel_verdict', backchannel });
     };
-    const timer = setTimeout(() => decide(false, { reason: 'final transcript late', timeoutMs: BACKCHANNEL_JUDGE_TIMEOUT_MS }), BACKCHANNEL_JUDGE_TIMEOUT_MS);
+    const timer = setTimeout(() => decide(false, { reason: `final transcript not in within ${BACKCHANNEL_JUDGE_TIMEOUT_MS} ms` }), BACKCHANNEL_JUDGE_TIMEOUT_MS);
     timer.unref();
-    void words.then((text) => decide(isBackchannel(text) && !this.isAnsweringQuestion(), { text }));
+    void words.then((text) => {
+      const answering = isBackchannel(text) && this.isAnsweringQuestion();
+      decide(isBackchannel(text) && !answering, answering ? { text, reason: 'answers the question' } : { text });
+    });
   }
 
   /**

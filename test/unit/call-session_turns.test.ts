@@ -551,7 +551,7 @@ describe('call session: backchannels and barge-in', () => {
     vad.speak(4, 0.02);
     const judgedAt = performance.now();
     await until(() => events.some((e) => e.type === 'interrupted'));
-    expect(performance.now() - judgedAt).toBeGreaterThanOrEqual(300);
+    expect(performance.now() - judgedAt).toBeGreaterThanOrEqual(1400);
     expect(session.state.phase).toBe('listening');
     session.end('test');
   });
