@@ -163,6 +163,8 @@ export class CallSession implements CallEventSink {
   private asrFinal: Promise<string> | undefined;
   /** The open turn's recognition was already ended to judge a tentative barge-in. */
   private asrEnded = false;
+  /** Recognitions that failed (their final is ''): a barge-in judged on one is an interruption. */
+  private readonly failedAsr = new WeakSet<AsrStream>();
   /** Caller audio received so far, in samples, and where the latest judged barge-in paused. */
   private receivedSamples = 0;
   private judgedAtSample = 0;
@@ -378,6 +380,7 @@ export class CallSession implements CallEventSink {
         if (this.speculation !== undefined && !sameUtterance(this.speculation.userText, event.text)) this.maybeSpeculate();
       } else if (event.type === 'error') {
         this.logger.warn({ event: 'asr_error', err: event.error.message }, 'recognizer failed on this utterance');
+        this.failedAsr.add(stream);
         if (this.degrade('asr', event.error.message)) this.apologyDue = true;
         resolveFinal('');
       }
@@ -515,7 +518,7 @@ export class CallSession implements CallEventSink {
       if (decided) return;
       decided = true;
       clearTimeout(timer);
-      const judging = this.state.bargeIn === 'judging' || this.state.bargeIn === 'judging_resumed' || this.state.bargeIn === 'judging_turn_over';
+      const judging = this.state.bargeIn === 'judging' || this.state.bargeIn === 'judging_turn_over';
       if (this.ended || this.asr !== stream || !judging) return;
       this.logger.info(
         { event: backchannel ? 'backchannel' : 'barge_in_confirmed', ...fields },
@@ -527,6 +530,8 @@ export class CallSession implements CallEventSink {
     const timer = setTimeout(() => decide(false, { reason: `final transcript not in within ${BACKCHANNEL_JUDGE_TIMEOUT_MS} ms` }), BACKCHANNEL_JUDGE_TIMEOUT_MS);
     timer.unref();
     void words.then((text) => {
+      // The words may be missing, not absent: do not resume over what nobody heard.
+      if (this.failedAsr.has(stream)) return decide(false, { text, reason: 'the recognizer failed' });
       const answering = isBackchannel(text) && this.isAnsweringQuestion();
       decide(isBackchannel(text) && !answering, answering ? { text, reason: 'answers the question' } : { text });
     });

@@ -13,9 +13,9 @@
  *     judges the final transcript of what was said so far: a backchannel ("yeah", "mhm", "i see")
  *     is dropped and the reply resumes where it paused, a moment after the word; anything else
  *     interrupts, and the caller's turn goes on (what they say next joins those words) until its
- *     end is detected as usual. If the caller speaks again while the words are judged, an
- *     acknowledgement is judged again together with what follows, at the next pause; speech that
- *     reaches `backchannelMaxMs` in all interrupts. (Partial transcripts do not decide: a streaming
+ *     end is detected as usual. If the caller speaks again before the verdict, what follows is
+ *     recognized from then on and judged together with the earlier words at the next pause;
+ *     speech that reaches `backchannelMaxMs` in all interrupts. (Partial transcripts do not decide: a streaming
  *     recognizer's first guesses at a short word are often a different word.)
  *   - `backchannelMaxMs` of 0 turns the tentative stage off: speech of `bargeInMinSpeechMs`
  *     interrupts at once.
@@ -31,11 +31,10 @@ export interface TurnState {
   /**
    * While the agent speaks: `tentative` — caller speech long enough to be a barge-in is being
    * recognized, not yet known to be more than a backchannel; `judging` — it paused and the session
-   * is classifying its final transcript; `judging_resumed` — the same, but the caller went on
-   * speaking meanwhile; `judging_turn_over` — the same, and meanwhile the caller's turn ended (so
-   * an interruption is answered at once).
+   * is classifying its final transcript; `judging_turn_over` — the same, and meanwhile the caller's
+   * turn ended (so an interruption is answered at once).
    */
-  bargeIn: 'none' | 'tentative' | 'judging' | 'judging_resumed' | 'judging_turn_over';
+  bargeIn: 'none' | 'tentative' | 'judging' | 'judging_turn_over';
 }
 
 export type TurnInput =
@@ -155,29 +154,20 @@ function duringBargeIn(state: TurnState, input: TurnInput, config: TurnConfig): 
           return stay(state);
       }
     case 'judging':
-    case 'judging_resumed':
-      switch (input.type) {
-        // The caller went on while their words were judged: long enough, that interrupts now;
-        // shorter, the verdict decides with what follows in mind.
-        case 'speech_progress':
-          return input.speechMs >= config.backchannelMaxMs ? interruptAndContinue() : go(state, 'speaking', [], true, 'judging_resumed');
-        case 'turn_end':
-          return state.bargeIn === 'judging' ? go(state, 'speaking', [], true, 'judging_turn_over') : stay(state);
-        case 'backchannel_verdict':
-          if (!input.backchannel) return interruptAndContinue();
-          // Acknowledgement so far, but the caller went on ("uh … huh", "okay … so"): recognize what
-          // follows and judge it all together at the next pause.
-          if (state.bargeIn === 'judging_resumed') return go(state, 'speaking', ['continue_user_turn'], true, 'tentative');
-          return resume();
-        case 'agent_done':
-          return state.bargeIn === 'judging' ? go(state, 'thinking', ['end_user_turn'], false) : go(state, 'listening', ['continue_user_turn'], false);
-        default:
-          return stay(state);
-      }
     case 'judging_turn_over':
       switch (input.type) {
+        // The caller went on before the verdict ("okay … so what now", "uh … huh"): what they say is
+        // recognized from here on, joined to the words being judged, and all of it is judged
+        // together at the next pause (the pending verdict is dropped); at the maximum it interrupts.
+        case 'speech_progress':
+          if (input.speechMs >= config.backchannelMaxMs) return go(state, 'interrupted', ['continue_user_turn', 'interrupt_reply'], false);
+          return go(state, 'speaking', ['continue_user_turn'], true, 'tentative');
+        case 'turn_end':
+          return go(state, 'speaking', [], true, 'judging_turn_over');
         case 'backchannel_verdict':
-          return input.backchannel ? resume() : go(state, 'thinking', ['interrupt_reply', 'end_user_turn'], false);
+          if (input.backchannel) return resume();
+          // An interruption: answer at once if the caller's turn is over, else hear them out.
+          return state.bargeIn === 'judging_turn_over' ? go(state, 'thinking', ['interrupt_reply', 'end_user_turn'], false) : interruptAndContinue();
         case 'agent_done':
           return go(state, 'thinking', ['end_user_turn'], false);
         default:

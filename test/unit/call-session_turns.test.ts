@@ -500,9 +500,10 @@ describe('call session: backchannels and barge-in', () => {
     const { session, vad, events, llmRequests } = await agentSpeaking(['tell me everything', 'okay', 'so what now'], LONG_REPLY);
     vad.speak(8);
     vad.speak(4, 0.02); // a pause: "okay" is judged …
-    vad.speak(6); // … while the caller goes on
-    expect(session.state.bargeIn).toBe('judging_resumed');
-    await until(() => session.state.bargeIn === 'tentative'); // "okay" alone was acknowledgement: judge again
+    vad.speak(6); // … but the caller goes on: what follows is recognized, to be judged with "okay"
+    expect(session.state).toEqual({ phase: 'speaking', outputPaused: true, bargeIn: 'tentative' });
+    await new Promise((r) => setTimeout(r, 20)); // the verdict on "okay" alone comes, and is stale
+    expect(session.state.bargeIn).toBe('tentative');
     expect(events.filter((e) => e.type === 'interrupted')).toEqual([]);
     vad.speak(4, 0.02);
     await until(() => events.some((e) => e.type === 'interrupted'));
@@ -618,6 +619,97 @@ describe('call session: backchannels and barge-in', () => {
     silence(vad);
     await until(() => llmRequests.length === 2);
     expect(llmRequests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'no wait a moment' });
+    session.end('test');
+  });
+
+  it('answers the whole turn when it ends while a slow final is still being awaited ("no … wait")', async () => {
+    const finals = ['tell me everything', 'no', 'wait'];
+    const slowAsr: Engines['asr'] = {
+      createStream: (_callId, onEvent) => {
+        let cancelled = false;
+        return {
+          push() {},
+          end() {
+            const text = finals.shift() ?? '';
+            // The first turn at once; the barge-in's finals late, as from a busy recognizer.
+            setTimeout(() => cancelled || onEvent({ type: 'final', text }), text === 'tell me everything' ? 0 : 900);
+          },
+          cancel: () => void (cancelled = true),
+        };
+      },
+      close: async () => {},
+    };
+    const { session, vad, llmRequests } = await agentSpeaking([], LONG_REPLY, { asr: slowAsr });
+    vad.speak(8); // "no"
+    vad.speak(4, 0.02); // judged …
+    vad.speak(4); // "wait", before the verdict
+    silence(vad); // and the turn ends
+    await until(() => llmRequests.length === 2, 4000);
+    expect(llmRequests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'no wait' });
+    // The first reply was cut where it was heard, before the answer.
+    expect(session.conversation.filter((m) => m.role === 'assistant')[0]!.content).not.toBe(LONG_REPLY);
+    session.end('test');
+  });
+
+  it('feeds what the caller says before the verdict to the next recognition, live, whatever the verdict takes', async () => {
+    const pushed: number[] = [];
+    const finals = ['tell me everything', 'no', 'friday'];
+    const countingAsr: Engines['asr'] = {
+      createStream: (_callId, onEvent) => {
+        const index = pushed.push(0) - 1;
+        let ended = false;
+        return {
+          push: (pcm: Int16Array) => void (!ended && (pushed[index]! += pcm.length)),
+          end() {
+            ended = true;
+            const text = finals.shift() ?? '';
+            setTimeout(() => onEvent({ type: 'final', text }), 300);
+          },
+          cancel() {},
+        };
+      },
+      close: async () => {},
+    };
+    const { session, vad, events } = await agentSpeaking([], LONG_REPLY, { asr: countingAsr });
+    const frames = (n: number) => {
+      for (let i = 0; i < n; i++) session.onAudio(new Int16Array(160));
+    };
+    vad.speak(8);
+    vad.speak(4, 0.02); // "no" judged; its final takes 300 ms
+    frames(3); // 60 ms of the pause
+    vad.speak(6); // "friday" begins: a new recognition, fed the audio since the judgement …
+    expect(pushed[2]).toBe(480);
+    frames(20); // … and then live: 400 ms more, nothing lost to a ring however long the verdict takes
+    expect(pushed[2]).toBe(480 + 3200);
+    vad.speak(4, 0.02);
+    await until(() => events.some((e) => e.type === 'interrupted'));
+    session.end('test');
+  });
+
+  it('does not resume over words the recognizer lost: "yeah" then a failed recognition interrupts', async () => {
+    let streams = 0;
+    const failingAsr: Engines['asr'] = {
+      createStream: (_callId, onEvent) => {
+        const index = streams++;
+        return {
+          push() {},
+          end() {
+            if (index === 2) setTimeout(() => onEvent({ type: 'error', error: new Error('recognizer crashed') }), 5);
+            else setTimeout(() => onEvent({ type: 'final', text: index === 0 ? 'tell me everything' : 'yeah' }), 5);
+          },
+          cancel() {},
+        };
+      },
+      close: async () => {},
+    };
+    const { session, vad, events } = await agentSpeaking([], LONG_REPLY, { asr: failingAsr });
+    vad.speak(8); // "yeah" …
+    vad.speak(4, 0.02);
+    vad.speak(4); // … and more, whose recognition fails
+    vad.speak(4, 0.02);
+    await until(() => events.some((e) => e.type === 'backchannel_judged'));
+    expect(events.find((e) => e.type === 'backchannel_judged')).toMatchObject({ backchannel: false, text: 'yeah', reason: 'the recognizer failed' });
+    expect(events.some((e) => e.type === 'interrupted')).toBe(true);
     session.end('test');
   });
 

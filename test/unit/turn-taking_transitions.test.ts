@@ -155,46 +155,32 @@ describe('turn-taking: backchannels while the agent speaks', () => {
     expect(runB([{ type: 'interrupt_handled' }], result.state).state.phase).toBe('thinking');
   });
 
-  it('ignores speech once the turn ended while judging, and verdicts outside the judging stages', () => {
-    const judging = runB([turnEnd], tentative.state).state;
-    expect(runB([onset, progress(200), progress(900)], judging).state).toEqual(judging);
+  it('ignores verdicts outside the judging stages', () => {
     expect(runB([{ type: 'backchannel_verdict', backchannel: true }], tentative.state).state).toEqual(tentative.state);
     expect(runB([{ type: 'backchannel_verdict', backchannel: true }], speaking).state).toEqual(speaking);
   });
 
-  describe('the caller speaks again while their words are judged', () => {
-    const resumed = runB([gap, progress(400)], tentative.state);
+  describe('the caller speaks again before the verdict', () => {
+    for (const [name, judging] of [
+      ['after a pause', runB([gap], tentative.state).state],
+      ['after the turn ended', runB([turnEnd], tentative.state).state],
+    ] as const) {
+      it(`${name}: recognizes what follows from now on, back to tentative, to be judged with it`, () => {
+        const result = runB([onset, progress(400)], judging);
+        expect(result.state).toEqual({ phase: 'speaking', outputPaused: true, bargeIn: 'tentative' });
+        expect(result.effects).toEqual(['continue_user_turn']);
+        // The stale verdict changes nothing; the next pause (or end of turn) judges it all.
+        expect(runB([{ type: 'backchannel_verdict', backchannel: true }], result.state).effects).toEqual([]);
+        expect(runB([gap], result.state).effects).toEqual(['judge_backchannel']);
+        expect(runB([turnEnd], result.state).effects).toEqual(['judge_backchannel']);
+      });
+    }
 
-    it('notes it and keeps the output paused', () => {
-      expect(resumed.state).toEqual({ phase: 'speaking', outputPaused: true, bargeIn: 'judging_resumed' });
-      expect(resumed.effects).toEqual(['judge_backchannel']);
-    });
-
-    it('on an acknowledgement, recognizes what follows and judges it all again at the next pause', () => {
-      const result = runB([{ type: 'backchannel_verdict', backchannel: true }], resumed.state);
-      expect(result.state).toEqual({ phase: 'speaking', outputPaused: true, bargeIn: 'tentative' });
-      expect(result.effects).toEqual(['continue_user_turn']);
-      expect(runB([turnEnd], result.state).effects).toEqual(['judge_backchannel']);
-    });
-
-    it('on anything else, interrupts and the turn goes on', () => {
-      const result = runB([{ type: 'backchannel_verdict', backchannel: false }], resumed.state);
-      expect(result.state).toEqual({ phase: 'listening', outputPaused: false, bargeIn: 'none' });
-      expect(result.effects).toEqual(['interrupt_reply', 'continue_user_turn']);
-    });
-
-    it('interrupts without waiting for the verdict once the speech reaches the backchannel maximum', () => {
-      const result = runB([progress(800)], resumed.state);
-      expect(result.state).toEqual({ phase: 'listening', outputPaused: false, bargeIn: 'none' });
-      expect(result.effects).toEqual(['interrupt_reply', 'continue_user_turn']);
-      // The verdict that comes later changes nothing.
-      expect(runB([{ type: 'backchannel_verdict', backchannel: true }], result.state).effects).toEqual([]);
-    });
-
-    it('makes it an ordinary caller turn when the agent finishes meanwhile', () => {
-      const result = runB([{ type: 'agent_done' }], resumed.state);
-      expect(result.state).toEqual({ phase: 'listening', outputPaused: false, bargeIn: 'none' });
-      expect(result.effects).toEqual(['continue_user_turn']);
+    it('interrupts at once when that speech reaches the backchannel maximum', () => {
+      const judging = runB([gap], tentative.state).state;
+      const result = runB([progress(800)], judging);
+      expect(result.state).toEqual({ phase: 'interrupted', outputPaused: false, bargeIn: 'none' });
+      expect(result.effects).toEqual(['continue_user_turn', 'interrupt_reply']);
     });
   });
 
