@@ -159,7 +159,10 @@ function duringBargeIn(state: TurnState, input: TurnInput, config: TurnConfig): 
         // The caller went on before the verdict ("okay … so what now", "uh … huh"): what they say is
         // recognized from here on, joined to the words being judged, and all of it is judged
         // together at the next pause (the pending verdict is dropped); at the maximum it interrupts.
+        // After the turn ended, new speech counts once it is as long as a barge-in (a blip must not
+        // take the judged words with it when it is dropped).
         case 'speech_progress':
+          if (input.speechMs < config.bargeInMinSpeechMs) return stay(state);
           if (input.speechMs >= config.backchannelMaxMs) return go(state, 'interrupted', ['continue_user_turn', 'interrupt_reply'], false);
           return go(state, 'speaking', ['continue_user_turn'], true, 'tentative');
         case 'turn_end':

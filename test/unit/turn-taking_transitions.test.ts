@@ -176,6 +176,12 @@ describe('turn-taking: backchannels while the agent speaks', () => {
       });
     }
 
+    it('after the turn ended, waits until new speech is as long as a barge-in (a blip changes nothing)', () => {
+      const over = runB([turnEnd], tentative.state).state;
+      expect(runB([onset, progress(64), { type: 'speech_lost', atMs: 0 }], over).state).toEqual(over);
+      expect(runB([onset, progress(64), progress(160)], over).effects).toEqual(['continue_user_turn']);
+    });
+
     it('interrupts at once when that speech reaches the backchannel maximum', () => {
       const judging = runB([gap], tentative.state).state;
       const result = runB([progress(800)], judging);
