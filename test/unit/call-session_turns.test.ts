@@ -401,6 +401,51 @@ function replyingLlm(first: string) {
   return { llm, requests };
 }
 
+/** A recognizer that counts the samples each stream was fed before its end(); finals after `delayMs`. */
+function countingAsr(finals: string[], delayMs: number) {
+  const pushed: number[] = [];
+  const asr: Engines['asr'] = {
+    createStream: (_callId, onEvent) => {
+      const index = pushed.push(0) - 1;
+      let ended = false;
+      return {
+        push: (pcm: Int16Array) => void (!ended && (pushed[index]! += pcm.length)),
+        end() {
+          ended = true;
+          const text = finals.shift() ?? '';
+          setTimeout(() => onEvent({ type: 'final', text }), delayMs);
+        },
+        cancel() {},
+      };
+    },
+    close: async () => {},
+  };
+  return { asr, pushed };
+}
+
+/** Finals in order, each after `delayMs(text)`; as the real recognizers do, a cancelled stream never delivers its final. */
+function faithfulAsr(finals: string[], delayMs: (text: string) => number): Engines['asr'] {
+  return {
+    createStream: (_callId, onEvent) => {
+      let cancelled = false;
+      return {
+        push() {},
+        end() {
+          const text = finals.shift() ?? '';
+          setTimeout(() => cancelled || onEvent({ type: 'final', text }), delayMs(text));
+        },
+        cancel: () => void (cancelled = true),
+      };
+    },
+    close: async () => {},
+  };
+}
+
+/** Feeds the session `n` 20 ms frames of caller audio (the VAD is scripted separately). */
+const callerFrames = (session: CallSession) => (n: number) => {
+  for (let i = 0; i < n; i++) session.onAudio(new Int16Array(160));
+};
+
 const LONG_REPLY = 'First point. Second point. Third point. Fourth point. Fifth point. Sixth point.';
 
 describe('call session: backchannels and barge-in', () => {
@@ -558,28 +603,9 @@ describe('call session: backchannels and barge-in', () => {
   });
 
   it('feeds a judged-then-continued turn only the audio since the judgement (no words twice)', async () => {
-    const pushed: number[] = [];
-    const finals = ['tell me everything', 'no', ''];
-    const countingAsr: Engines['asr'] = {
-      createStream: (_callId, onEvent) => {
-        const index = pushed.push(0) - 1;
-        let ended = false;
-        return {
-          push: (pcm: Int16Array) => void (!ended && (pushed[index]! += pcm.length)),
-          end() {
-            ended = true;
-            const text = finals.shift() ?? '';
-            setTimeout(() => onEvent({ type: 'final', text }), 20);
-          },
-          cancel() {},
-        };
-      },
-      close: async () => {},
-    };
-    const { session, vad, events } = await agentSpeaking([], LONG_REPLY, { asr: countingAsr });
-    const frames = (n: number) => {
-      for (let i = 0; i < n; i++) session.onAudio(new Int16Array(160));
-    };
+    const { asr, pushed } = countingAsr(['tell me everything', 'no', ''], 20);
+    const { session, vad, events } = await agentSpeaking([], LONG_REPLY, { asr });
+    const frames = callerFrames(session);
     frames(5); // 800 samples before the barge-in: all of it pre-roll
     vad.speak(8);
     expect(pushed[1]).toBe(800);
@@ -595,23 +621,8 @@ describe('call session: backchannels and barge-in', () => {
   });
 
   it('keeps the judged words when the caller talks past the maximum before their final arrives', async () => {
-    // As the real recognizers do: a cancelled stream never delivers its final.
-    const finals = ['tell me everything', 'no', 'wait a moment'];
-    const faithfulAsr: Engines['asr'] = {
-      createStream: (_callId, onEvent) => {
-        let cancelled = false;
-        return {
-          push() {},
-          end() {
-            const text = finals.shift() ?? '';
-            setTimeout(() => cancelled || onEvent({ type: 'final', text }), 60);
-          },
-          cancel: () => void (cancelled = true),
-        };
-      },
-      close: async () => {},
-    };
-    const { session, vad, events, llmRequests } = await agentSpeaking([], LONG_REPLY, { asr: faithfulAsr });
+    const asr = faithfulAsr(['tell me everything', 'no', 'wait a moment'], () => 60);
+    const { session, vad, events, llmRequests } = await agentSpeaking([], LONG_REPLY, { asr });
     vad.speak(8);
     vad.speak(4, 0.02); // "no" is being judged …
     vad.speak(14); // … and the caller talks on past the backchannel maximum (~830 ms in all) before its final
@@ -623,23 +634,9 @@ describe('call session: backchannels and barge-in', () => {
   });
 
   it('answers the whole turn when it ends while a slow final is still being awaited ("no … wait")', async () => {
-    const finals = ['tell me everything', 'no', 'wait'];
-    const slowAsr: Engines['asr'] = {
-      createStream: (_callId, onEvent) => {
-        let cancelled = false;
-        return {
-          push() {},
-          end() {
-            const text = finals.shift() ?? '';
-            // The first turn at once; the barge-in's finals late, as from a busy recognizer.
-            setTimeout(() => cancelled || onEvent({ type: 'final', text }), text === 'tell me everything' ? 0 : 900);
-          },
-          cancel: () => void (cancelled = true),
-        };
-      },
-      close: async () => {},
-    };
-    const { session, vad, llmRequests } = await agentSpeaking([], LONG_REPLY, { asr: slowAsr });
+    // The first turn at once; the barge-in's finals late, as from a busy recognizer.
+    const asr = faithfulAsr(['tell me everything', 'no', 'wait'], (text) => (text === 'tell me everything' ? 0 : 900));
+    const { session, vad, llmRequests } = await agentSpeaking([], LONG_REPLY, { asr });
     vad.speak(8); // "no"
     vad.speak(4, 0.02); // judged …
     vad.speak(4); // "wait", before the verdict
@@ -652,28 +649,9 @@ describe('call session: backchannels and barge-in', () => {
   });
 
   it('feeds what the caller says before the verdict to the next recognition, live, whatever the verdict takes', async () => {
-    const pushed: number[] = [];
-    const finals = ['tell me everything', 'no', 'friday'];
-    const countingAsr: Engines['asr'] = {
-      createStream: (_callId, onEvent) => {
-        const index = pushed.push(0) - 1;
-        let ended = false;
-        return {
-          push: (pcm: Int16Array) => void (!ended && (pushed[index]! += pcm.length)),
-          end() {
-            ended = true;
-            const text = finals.shift() ?? '';
-            setTimeout(() => onEvent({ type: 'final', text }), 300);
-          },
-          cancel() {},
-        };
-      },
-      close: async () => {},
-    };
-    const { session, vad, events } = await agentSpeaking([], LONG_REPLY, { asr: countingAsr });
-    const frames = (n: number) => {
-      for (let i = 0; i < n; i++) session.onAudio(new Int16Array(160));
-    };
+    const { asr, pushed } = countingAsr(['tell me everything', 'no', 'friday'], 300);
+    const { session, vad, events } = await agentSpeaking([], LONG_REPLY, { asr });
+    const frames = callerFrames(session);
     vad.speak(8);
     vad.speak(4, 0.02); // "no" judged; its final takes 300 ms
     frames(3); // 60 ms of the pause
