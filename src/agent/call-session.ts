@@ -411,8 +411,7 @@ export class CallSession implements CallEventSink {
     }
     if (!this.asrEnded) stream.end();
     this.asrEnded = false;
-    this.finishingAsr.add(stream);
-    void final.finally(() => this.finishingAsr.delete(stream));
+    this.awaitFinal(stream, final);
     const seq = ++this.userTurnSeq;
     const text = Promise.all([this.carriedText, final]).then(([carried, own]) => {
       turn.asrFinalAt = performance.now();
@@ -549,13 +548,18 @@ export class CallSession implements CallEventSink {
     const judgedStream = this.asr;
     if (judgedStream !== undefined) {
       this.asr = undefined;
-      this.finishingAsr.add(judgedStream);
-      void judged.finally(() => this.finishingAsr.delete(judgedStream));
+      this.awaitFinal(judgedStream, judged);
     }
     const before = this.carriedText;
     this.carriedText = Promise.all([before, judged]).then(([carried, own]) => [carried, own.trim()].filter(Boolean).join(' '));
     this.hasCarriedText = true;
     this.openUserTurn({ preRollSamples: this.receivedSamples - this.judgedAtSample, ...(this.turn === undefined ? {} : { turn: this.turn }) });
+  }
+
+  /** An ended recognition whose final is still to come: left to finish, cancelled only if the call ends first. */
+  private awaitFinal(stream: AsrStream, final: Promise<string>): void {
+    this.finishingAsr.add(stream);
+    void final.finally(() => this.finishingAsr.delete(stream));
   }
 
   /** The agent is finishing a question: a "yes" now answers it. */
