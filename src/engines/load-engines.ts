@@ -58,6 +58,9 @@ export async function loadEngines(config: Config, logger: Logger): Promise<Loade
     WorkerSileroInference.start(),
     PocketsphinxAsr.start({ workers: config.asrWorkers, logger }),
   ]);
+  if (localVad.fallbackReason !== undefined) {
+    logger.warn({ event: 'vad_graph_fallback', reason: localVad.fallbackReason }, 'speech detection runs the exported Silero graph (slower)');
+  }
 
   let triton: LoadedEngines['triton'];
   if (config.triton !== undefined && Object.values(choice).includes('triton')) {
