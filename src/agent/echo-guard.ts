@@ -1,0 +1,268 @@
+/**
+ * Tells the caller's voice from the echo of the agent's own, so the agent does not interrupt itself.
+ *
+ * On a phone line the agent's audio can come back on the inbound stream: a speakerphone or a
+ * handset without echo cancelling, a 2-wire hybrid, a bad carrier leg. The VAD hears it as speech,
+ * and a voice agent that barges in on any speech stops mid-sentence for its own voice (a weakness
+ * users report in pipecat, LiveKit Agents and others on telephony). A full echo canceller would need
+ * the sample-exact playout clock of the far end, which a Media Stream does not give; this is a
+ * double-talk detector instead, on 10 ms energy envelopes:
+ *
+ *   - the agent's audio is logged as the far end plays it (our model of its playout buffer: each
+ *     frame starts when sent or when the previous one ends; `clear` empties it), the caller's audio as
+ *     it arrives, both on the same monotonic clock;
+ *   - the echo path is found by correlating the two envelopes (in dB) over the last 2 s, for every
+ *     delay up to 800 ms: a path counts only when the correlation is high (≥ 0.7) and the agent spoke
+ *     for at least 0.5 s of the window. Its loss (agent level − echo level) is the median over the
+ *     bins where the agent spoke;
+ *   - a chunk of caller audio is echo when none of its 10 ms bins is louder than the agent's audio
+ *     one path-delay earlier (±20 ms) minus that loss, plus a 6 dB margin. Anything louder is the
+ *     caller talking over the agent, and goes through.
+ *
+ * Without agent audio in the last 800 ms, or without an echo path, nothing is held back: on a clean
+ * line this changes nothing. Pure: times and audio come in as arguments.
+ */
+
+const BIN_MS = 10;
+const SAMPLES_PER_BIN = 80;
+/** Envelope floor (dBFS): digital silence and µ-law's idle noise both sit at it. */
+const FLOOR_DB = -70;
+/** Agent bins louder than this count as the agent speaking. */
+const ACTIVE_DB = -50;
+/** An echo's level follows the agent's at a steady loss: this much median deviation at most (dB). */
+const MAX_SPREAD_DB = 3;
+/** How far either side of the path delay an echo bin may land (envelope smear, frame jitter). */
+const SLACK_BINS = 2;
+
+export interface EchoGuardOptions {
+  /** Longest echo delay searched: the round trip to the far end plus its playout buffer (default 800 ms). */
+  maxDelayMs?: number;
+  /** Window over which the envelopes are correlated (default 2000 ms). */
+  historyMs?: number;
+  /** Agent audio the window must hold before a path is trusted (default 500 ms). */
+  minAgentMs?: number;
+  /** Lowest envelope correlation that counts as an echo path (default 0.7). */
+  minCorrelation?: number;
+  /** How much louder than the predicted echo caller audio must be to count as the caller (default 6 dB). */
+  marginDb?: number;
+  /** How often the path is estimated again while it is in use (default 250 ms). */
+  reestimateMs?: number;
+}
+
+/** The echo path last found: delay in 10 ms bins and loss in dB. */
+export interface EchoPath {
+  delayMs: number;
+  lossDb: number;
+  correlation: number;
+}
+
+export class EchoGuard {
+  private readonly maxLag: number;
+  private readonly historyBins: number;
+  private readonly minAgentBins: number;
+  private readonly minCorrelation: number;
+  private readonly marginDb: number;
+  private readonly reestimateBins: number;
+
+  /** Agent envelope by absolute 10 ms bin of the monotonic clock (ring; `agentBin` says which bin a slot holds). */
+  private readonly agentDb: Float32Array;
+  private readonly agentBin: Float64Array;
+  /** Where the far end's playout of what we sent ends (ms). */
+  private playEndMs = -Infinity;
+
+  /** Caller envelope by inbound 10 ms block (ring). */
+  private readonly callerDb: Float32Array;
+  private readonly partial = new Int16Array(SAMPLES_PER_BIN);
+  private partialLength = 0;
+  private blocks = 0;
+  private samples = 0;
+  /** Monotonic time of inbound sample 0, from the earliest-arriving frame (network delay varies). */
+  private inboundStartMs = Infinity;
+
+  private path: EchoPath | undefined;
+  private pathEstimatedAtBlock = -Infinity;
+
+  constructor(options: EchoGuardOptions = {}) {
+    this.maxLag = Math.round((options.maxDelayMs ?? 800) / BIN_MS);
+    this.historyBins = Math.round((options.historyMs ?? 2000) / BIN_MS);
+    this.minAgentBins = Math.round((options.minAgentMs ?? 500) / BIN_MS);
+    this.minCorrelation = options.minCorrelation ?? 0.7;
+    this.marginDb = options.marginDb ?? 6;
+    this.reestimateBins = Math.round((options.reestimateMs ?? 250) / BIN_MS);
+    const agentSlots = this.historyBins + this.maxLag + 4 * SLACK_BINS + 64;
+    this.agentDb = new Float32Array(agentSlots).fill(FLOOR_DB);
+    this.agentBin = new Float64Array(agentSlots).fill(-1);
+    this.callerDb = new Float32Array(this.historyBins + 64).fill(FLOOR_DB);
+  }
+
+  /** Agent audio (8 kHz PCM) handed to the transport at `sentAtMs`. */
+  onAgentAudio(pcm: Int16Array, sentAtMs: number): void {
+    const startMs = Math.max(sentAtMs, this.playEndMs);
+    for (let offset = 0; offset + SAMPLES_PER_BIN <= pcm.length; offset += SAMPLES_PER_BIN) {
+      const bin = Math.round((startMs + (offset / SAMPLES_PER_BIN) * BIN_MS) / BIN_MS);
+      this.setAgent(bin, levelDb(pcm, offset, SAMPLES_PER_BIN));
+    }
+    this.playEndMs = startMs + (pcm.length / SAMPLES_PER_BIN) * BIN_MS;
+  }
+
+  /** The far end's buffer was cleared at `atMs`: what was sent but not yet played will not echo. */
+  onClear(atMs: number): void {
+    if (this.playEndMs <= atMs) return;
+    for (let bin = Math.ceil(atMs / BIN_MS); bin <= Math.ceil(this.playEndMs / BIN_MS); bin++) this.setAgent(bin, FLOOR_DB);
+    this.playEndMs = atMs;
+  }
+
+  /** Caller audio (8 kHz PCM) as it arrived, at `receivedAtMs`. */
+  onCallerAudio(pcm: Int16Array, receivedAtMs: number): void {
+    this.samples += pcm.length;
+    this.inboundStartMs = Math.min(this.inboundStartMs, receivedAtMs - (this.samples / SAMPLES_PER_BIN) * BIN_MS);
+    let offset = 0;
+    while (offset < pcm.length) {
+      const take = Math.min(SAMPLES_PER_BIN - this.partialLength, pcm.length - offset);
+      this.partial.set(pcm.subarray(offset, offset + take), this.partialLength);
+      this.partialLength += take;
+      offset += take;
+      if (this.partialLength === SAMPLES_PER_BIN) {
+        this.callerDb[this.blocks % this.callerDb.length] = levelDb(this.partial, 0, SAMPLES_PER_BIN);
+        this.blocks++;
+        this.partialLength = 0;
+      }
+    }
+  }
+
+  /**
+   * Whether the caller audio ending at inbound sample `endSample` (the last `samples` of it) is the
+   * echo of the agent's audio rather than the caller's voice.
+   */
+  isEcho(endSample: number, samples: number): boolean {
+    const lastBlock = Math.min(this.blocks, Math.floor(endSample / SAMPLES_PER_BIN)) - 1;
+    const firstBlock = Math.max(0, Math.floor((endSample - samples) / SAMPLES_PER_BIN), this.blocks - this.callerDb.length);
+    if (lastBlock < firstBlock) return false;
+    // Nothing the agent said could be coming back in these blocks: not echo.
+    if (!this.agentActiveIn(this.binOf(firstBlock) - this.maxLag - SLACK_BINS, this.binOf(lastBlock))) return false;
+    const path = this.pathAt(lastBlock);
+    if (path === undefined) return false;
+    const lag = path.delayMs / BIN_MS;
+    for (let block = firstBlock; block <= lastBlock; block++) {
+      const bin = this.binOf(block) - lag;
+      let agent = FLOOR_DB;
+      for (let b = bin - SLACK_BINS; b <= bin + SLACK_BINS; b++) agent = Math.max(agent, this.agent(b));
+      if (this.caller(block) > agent - path.lossDb + this.marginDb) return false;
+    }
+    return true;
+  }
+
+  /** The echo path in use, if one was found (for logs and tests). */
+  get echoPath(): EchoPath | undefined {
+    return this.path;
+  }
+
+  private pathAt(lastBlock: number): EchoPath | undefined {
+    if (lastBlock - this.pathEstimatedAtBlock >= this.reestimateBins || lastBlock < this.pathEstimatedAtBlock) {
+      const estimate = this.estimatePath(lastBlock);
+      // Too little agent speech in the window (a pause between replies) says nothing new: the path
+      // found before still holds. A window with enough of it and no echo in it ends the path.
+      if (estimate !== 'too little agent speech') this.path = estimate;
+      this.pathEstimatedAtBlock = lastBlock;
+    }
+    return this.path;
+  }
+
+  /**
+   * Finds the delay at which the caller's envelope follows the agent's. Two tests, both over the bins
+   * where the agent spoke at that delay: the bin-to-bin changes (in dB) must correlate — levels alone
+   * would not do, since any two voices go loud and quiet over a second or two — and the caller's
+   * level must sit a steady loss below the agent's (median absolute deviation within MAX_SPREAD_DB),
+   * as an attenuated copy does and another voice does not.
+   */
+  private estimatePath(lastBlock: number): EchoPath | undefined | 'too little agent speech' {
+    const firstBlock = Math.max(1, lastBlock - this.historyBins + 1, this.blocks - this.callerDb.length + 1);
+    const n = lastBlock - firstBlock + 1;
+    if (n < this.minAgentBins) return 'too little agent speech';
+    const firstBin = this.binOf(firstBlock);
+    let best: { lag: number; correlation: number } | undefined;
+    // Whether the window holds enough agent speech to judge: at the current path's delay if there is
+    // one (another delay's window may reach back into older speech), else at any delay.
+    let enough = false;
+    const currentLag = this.path === undefined ? undefined : this.path.delayMs / BIN_MS;
+    for (let lag = 0; lag <= this.maxLag; lag++) {
+      let count = 0;
+      let sumX = 0;
+      let sumY = 0;
+      let sumXX = 0;
+      let sumYY = 0;
+      let sumXY = 0;
+      for (let i = 0; i < n; i++) {
+        const y = this.agent(firstBin + i - lag);
+        const yBefore = this.agent(firstBin + i - lag - 1);
+        if (y <= ACTIVE_DB || yBefore <= ACTIVE_DB) continue;
+        const dy = y - yBefore;
+        const dx = this.caller(firstBlock + i) - this.caller(firstBlock + i - 1);
+        count++;
+        sumX += dx;
+        sumY += dy;
+        sumXX += dx * dx;
+        sumYY += dy * dy;
+        sumXY += dx * dy;
+      }
+      if (count < this.minAgentBins) continue;
+      if (currentLag === undefined || lag === currentLag) enough = true;
+      const varX = sumXX - (sumX * sumX) / count;
+      const varY = sumYY - (sumY * sumY) / count;
+      if (varX <= 1e-6 || varY <= 1e-6) continue;
+      const correlation = (sumXY - (sumX * sumY) / count) / Math.sqrt(varX * varY);
+      if (best === undefined || correlation > best.correlation) best = { lag, correlation };
+    }
+    if (!enough) return 'too little agent speech';
+    if (best === undefined || best.correlation < this.minCorrelation) return undefined;
+    const losses: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const y = this.agent(firstBin + i - best.lag);
+      if (y > ACTIVE_DB) losses.push(y - this.caller(firstBlock + i));
+    }
+    const loss = median(losses);
+    if (median(losses.map((l) => Math.abs(l - loss))) > MAX_SPREAD_DB) return undefined;
+    return { delayMs: best.lag * BIN_MS, lossDb: loss, correlation: best.correlation };
+  }
+
+  /** The monotonic-clock bin in which inbound block `block` was spoken. */
+  private binOf(block: number): number {
+    return Math.round((this.inboundStartMs + block * BIN_MS) / BIN_MS);
+  }
+
+  private agentActiveIn(fromBin: number, toBin: number): boolean {
+    for (let bin = fromBin; bin <= toBin; bin++) if (this.agent(bin) > ACTIVE_DB) return true;
+    return false;
+  }
+
+  private setAgent(bin: number, db: number): void {
+    const slot = ((bin % this.agentDb.length) + this.agentDb.length) % this.agentDb.length;
+    this.agentDb[slot] = db;
+    this.agentBin[slot] = bin;
+  }
+
+  private agent(bin: number): number {
+    const slot = ((bin % this.agentDb.length) + this.agentDb.length) % this.agentDb.length;
+    return this.agentBin[slot] === bin ? this.agentDb[slot]! : FLOOR_DB;
+  }
+
+  private caller(block: number): number {
+    return this.callerDb[block % this.callerDb.length]!;
+  }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? 0;
+}
+
+/** Mean power of `count` samples in dBFS, floored at FLOOR_DB. */
+function levelDb(pcm: Int16Array, offset: number, count: number): number {
+  let sum = 0;
+  for (let i = offset; i < offset + count; i++) {
+    const s = pcm[i]!;
+    sum += s * s;
+  }
+  const db = 10 * Math.log10(sum / count / (32768 * 32768) + 1e-12);
+  return Math.max(FLOOR_DB, db);
+}
