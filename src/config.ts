@@ -60,6 +60,8 @@ export interface Config {
     /** Caller speech this long always interrupts the agent; shorter speech that is only "yeah"/"mhm" does not (0: any barge-in interrupts). */
     backchannelMaxMs: number;
     vadThreshold: number;
+    /** Hold back caller audio that is only the echo of the agent's voice (agent/echo-guard.ts). */
+    echoGuard: boolean;
     /** Chunks of silence and steady line noise skip the VAD model (see speech-gate.ts). */
     vadNoiseGate: boolean;
     /** How long a chunk in speech may wait for other calls' chunks to share an inference (SileroVad.batchDue). */
@@ -249,6 +251,7 @@ export function loadConfig(env: Env = process.env): Config {
       bargeInMinSpeechMs,
       backchannelMaxMs,
       vadThreshold: read.number('VAD_THRESHOLD', 0.5, 0.05, 0.99),
+      echoGuard: read.choice('ECHO_GUARD', ['on', 'off'] as const, 'on') === 'on',
       vadNoiseGate: read.choice('VAD_NOISE_GATE', ['on', 'off'] as const, 'on') === 'on',
       vadBatchWindowMs: read.int('VAD_BATCH_WINDOW_MS', DEFAULT_BATCH_WINDOW_MS, 0, 100),
     },

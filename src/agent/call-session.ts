@@ -24,6 +24,7 @@ import { fitToBudget, type ConversationSummarizer } from './context-budget.js';
 import { HttpToolRunner, TOOL_FILLER_AFTER_MS, toolSpecs, type ToolResult } from './http-tools.js';
 import { Speculation, sameUtterance } from './speculation.js';
 import { isBackchannel } from './backchannel.js';
+import { EchoGuard } from './echo-guard.js';
 
 /**
  * A backchannel word this close to the end of a question is its answer ("…for Tuesday?" — "yes"):
@@ -39,6 +40,8 @@ const ANSWER_WINDOW_MS = 1500;
  * the limit only guards against a final that never comes. Matches Triton's ASR final deadline.
  */
 const BACKCHANNEL_JUDGE_TIMEOUT_MS = 1500;
+/** Held-back echo chunks further apart than this are logged as separate runs. */
+const ECHO_EPISODE_GAP_MS = 2000;
 
 export interface SessionTiming {
   endOfTurnSilenceMs: number;
@@ -47,6 +50,8 @@ export interface SessionTiming {
   /** Caller speech this long while the agent speaks interrupts it whatever it is; 0: any barge-in interrupts (see turn-taking.ts). */
   backchannelMaxMs: number;
   vadThreshold: number;
+  /** Hold back caller audio that is only the echo of the agent's own voice (echo-guard.ts); default on. */
+  echoGuard?: boolean;
   outboundFrameMs: number;
   outboundLeadMs: number;
   maxCallSeconds: number;
@@ -95,6 +100,8 @@ export interface TurnRecord {
 
 export type SessionEvent =
   | { type: 'speech_onset'; atMs: number }
+  /** Caller audio the VAD took for speech was the agent's own echo, and was held back (first chunk of a run). */
+  | { type: 'echo_held'; atMs: number }
   | { type: 'clear_sent'; atMs: number; reason: 'pause' | 'interrupt' }
   | { type: 'interrupted'; atMs: number; heardText: string }
   /** A possible backchannel was judged: the words (if the final came in time) and the verdict. */
@@ -154,6 +161,10 @@ export class CallSession implements CallEventSink {
   private readonly queue: PlayoutQueue;
   private readonly sink: PlayoutSink;
   private readonly vad: VadStream;
+  private readonly echoGuard: EchoGuard | undefined;
+  /** Chunks held back as echo, and when the last one was (see onEchoHeld). */
+  private echoChunksHeld = 0;
+  private lastEchoHeldAt = -Infinity;
   private readonly endpointer: Endpointer;
   private readonly preRoll: Int16Array[] = [];
   private preRollSamples = 0;
@@ -204,6 +215,7 @@ export class CallSession implements CallEventSink {
     this.queue = new PlayoutQueue({ frameMs: deps.timing.outboundFrameMs, leadMs: deps.timing.outboundLeadMs });
     this.sink = { queue: this.queue, deliver: (message) => this.deliver(message) };
     this.vad = deps.engines.vad.createStream((result) => this.onVad(result));
+    this.echoGuard = deps.timing.echoGuard === false ? undefined : new EchoGuard();
     this.endpointer = new Endpointer({
       threshold: deps.timing.vadThreshold,
       minSpeechMs: deps.timing.minSpeechMs,
@@ -263,6 +275,7 @@ export class CallSession implements CallEventSink {
   // ── inbound (CallEventSink) ────────────────────────────────────────────────────────────────────
   onAudio(pcm8k: Int16Array): void {
     if (this.ended) return;
+    this.echoGuard?.onCallerAudio(pcm8k, performance.now());
     this.vad.push(pcm8k);
     if (this.asr !== undefined) this.asr.push(pcm8k);
     this.preRoll.push(pcm8k);
@@ -306,7 +319,25 @@ export class CallSession implements CallEventSink {
   private onVad(result: VadResult): void {
     if (this.ended) return;
     const chunkMs = (this.engines.vad.chunkSamples / SAMPLE_RATE_8K) * 1000;
-    for (const event of this.endpointer.push(result.probability, chunkMs)) this.onEndpoint(event);
+    let probability = result.probability;
+    // Only chunks the endpointer could take for speech are checked (the check is cheap, but most
+    // chunks are silence).
+    if (this.echoGuard !== undefined && probability >= this.timing.vadThreshold - 0.15 && this.echoGuard.isEcho(result.endSample, this.engines.vad.chunkSamples)) {
+      probability = 0;
+      this.onEchoHeld();
+    }
+    for (const event of this.endpointer.push(probability, chunkMs)) this.onEndpoint(event);
+  }
+
+  /** Logs the first chunk of each run of held-back echo (one line, not one per chunk). */
+  private onEchoHeld(): void {
+    const now = performance.now();
+    this.echoChunksHeld++;
+    if (now - this.lastEchoHeldAt > ECHO_EPISODE_GAP_MS) {
+      this.logger.info({ event: 'echo_held', path: this.echoGuard?.echoPath }, "the agent's own voice came back on the line: not taken for the caller's");
+      this.emit({ type: 'echo_held', atMs: now });
+    }
+    this.lastEchoHeldAt = now;
   }
 
   private onEndpoint(event: EndpointEvent): void {
@@ -484,6 +515,7 @@ export class CallSession implements CallEventSink {
     for (const name of flushedMarks) this.flushedMarks.set(name, (this.flushedMarks.get(name) ?? 0) + 1);
     this.current?.notePaused(now);
     this.transport.clear();
+    this.echoGuard?.onClear(now);
     this.emit({ type: 'clear_sent', atMs: now, reason: 'pause' });
     this.logger.debug({ event: 'output_paused', rewoundMs }, 'caller speech onset: output paused');
   }
@@ -601,6 +633,7 @@ export class CallSession implements CallEventSink {
     const utterance = this.current;
     this.queue.clear();
     this.transport.clear();
+    this.echoGuard?.onClear(now);
     if (utterance === undefined) return undefined;
     utterance.interrupt(now);
     this.finishUtterance(utterance);
@@ -893,6 +926,7 @@ export class CallSession implements CallEventSink {
       return;
     }
     this.transport.sendAudio(message.data);
+    this.echoGuard?.onAgentG711(message.data, this.transport.encoding, performance.now());
     const utterance = this.current;
     if (utterance !== undefined && utterance.kind === 'reply') {
       const turn = this.turns[this.turns.length - 1];

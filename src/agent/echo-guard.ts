@@ -12,16 +12,22 @@
  *     frame starts when sent or when the previous one ends; `clear` empties it), the caller's audio as
  *     it arrives, both on the same monotonic clock;
  *   - the echo path is found by correlating the two envelopes (in dB) over the last 2 s, for every
- *     delay up to 800 ms: a path counts only when the correlation is high (≥ 0.7) and the agent spoke
- *     for at least 0.5 s of the window. Its loss (agent level − echo level) is the median over the
- *     bins where the agent spoke;
+ *     delay up to 800 ms (the bin-to-bin changes, which any two voices do not share, correlate ≥ 0.5),
+ *     with at least 0.5 s of agent speech at that delay; the caller's level must then sit a steady
+ *     loss below the agent's (median absolute deviation ≤ 3 dB: measured 0.5–1 dB for a real echo),
+ *     which another voice does not do;
  *   - a chunk of caller audio is echo when none of its 10 ms bins is louder than the agent's audio
- *     one path-delay earlier (±20 ms) minus that loss, plus a 6 dB margin. Anything louder is the
- *     caller talking over the agent, and goes through.
+ *     one path-delay earlier (±20 ms) minus that loss, plus a 6 dB margin (and than −55 dBFS).
+ *     Anything louder is the caller talking over the agent, and goes through.
  *
- * Without agent audio in the last 800 ms, or without an echo path, nothing is held back: on a clean
- * line this changes nothing. Pure: times and audio come in as arguments.
+ * Until the call has had enough agent speech to look for a path (about half a second of it), the
+ * rule of the phone network's echo cancellers applies instead: audio at least 6 dB below the
+ * loudest agent audio of the last 800 ms is taken for echo. Without agent audio in the last 800 ms,
+ * or once the line is known to have no echo path, nothing is held back: on a clean line a caller
+ * is only ever held back during the agent's first half second. Pure: times and audio are arguments.
  */
+
+import { decodeG711, type G711Encoding } from '../audio/g711.js';
 
 const BIN_MS = 10;
 const SAMPLES_PER_BIN = 80;
@@ -29,8 +35,12 @@ const SAMPLES_PER_BIN = 80;
 const FLOOR_DB = -70;
 /** Agent bins louder than this count as the agent speaking. */
 const ACTIVE_DB = -50;
+/** Caller audio this quiet is no voice to let through, whatever the echo prediction says. */
+const QUIET_DB = -55;
 /** An echo's level follows the agent's at a steady loss: this much median deviation at most (dB). */
 const MAX_SPREAD_DB = 3;
+/** Before a path is known, echo is assumed at least this much below the agent (G.168's minimum echo return loss). */
+const PRIOR_LOSS_DB = 6;
 /** How far either side of the path delay an echo bin may land (envelope smear, frame jitter). */
 const SLACK_BINS = 2;
 
@@ -41,7 +51,7 @@ export interface EchoGuardOptions {
   historyMs?: number;
   /** Agent audio the window must hold before a path is trusted (default 500 ms). */
   minAgentMs?: number;
-  /** Lowest envelope correlation that counts as an echo path (default 0.7). */
+  /** Lowest envelope correlation that counts as an echo path (default 0.5). */
   minCorrelation?: number;
   /** How much louder than the predicted echo caller audio must be to count as the caller (default 6 dB). */
   marginDb?: number;
@@ -80,13 +90,15 @@ export class EchoGuard {
   private inboundStartMs = Infinity;
 
   private path: EchoPath | undefined;
+  /** Whether a window with enough agent speech was ever judged (until then, see belowRecentAgent). */
+  private judged = false;
   private pathEstimatedAtBlock = -Infinity;
 
   constructor(options: EchoGuardOptions = {}) {
     this.maxLag = Math.round((options.maxDelayMs ?? 800) / BIN_MS);
     this.historyBins = Math.round((options.historyMs ?? 2000) / BIN_MS);
     this.minAgentBins = Math.round((options.minAgentMs ?? 500) / BIN_MS);
-    this.minCorrelation = options.minCorrelation ?? 0.7;
+    this.minCorrelation = options.minCorrelation ?? 0.5;
     this.marginDb = options.marginDb ?? 6;
     this.reestimateBins = Math.round((options.reestimateMs ?? 250) / BIN_MS);
     const agentSlots = this.historyBins + this.maxLag + 4 * SLACK_BINS + 64;
@@ -97,12 +109,26 @@ export class EchoGuard {
 
   /** Agent audio (8 kHz PCM) handed to the transport at `sentAtMs`. */
   onAgentAudio(pcm: Int16Array, sentAtMs: number): void {
+    this.appendAgent(pcm.length, sentAtMs, (offset) => levelDb(pcm, offset, SAMPLES_PER_BIN));
+  }
+
+  /** The same, as the G.711 bytes sent (levels from a table: no decoding per frame). */
+  onAgentG711(bytes: Uint8Array, encoding: G711Encoding, sentAtMs: number): void {
+    const power = G711_POWER[encoding];
+    this.appendAgent(bytes.length, sentAtMs, (offset) => {
+      let sum = 0;
+      for (let i = offset; i < offset + SAMPLES_PER_BIN; i++) sum += power[bytes[i]!]!;
+      return powerDb(sum / SAMPLES_PER_BIN);
+    });
+  }
+
+  /** Logs `samples` of agent audio at the far end's playout position; `levelAt(offset)`: dB of the 10 ms from there. */
+  private appendAgent(samples: number, sentAtMs: number, levelAt: (offset: number) => number): void {
     const startMs = Math.max(sentAtMs, this.playEndMs);
-    for (let offset = 0; offset + SAMPLES_PER_BIN <= pcm.length; offset += SAMPLES_PER_BIN) {
-      const bin = Math.round((startMs + (offset / SAMPLES_PER_BIN) * BIN_MS) / BIN_MS);
-      this.setAgent(bin, levelDb(pcm, offset, SAMPLES_PER_BIN));
+    for (let offset = 0; offset + SAMPLES_PER_BIN <= samples; offset += SAMPLES_PER_BIN) {
+      this.setAgent(Math.round((startMs + (offset / SAMPLES_PER_BIN) * BIN_MS) / BIN_MS), levelAt(offset));
     }
-    this.playEndMs = startMs + (pcm.length / SAMPLES_PER_BIN) * BIN_MS;
+    this.playEndMs = startMs + (samples / SAMPLES_PER_BIN) * BIN_MS;
   }
 
   /** The far end's buffer was cleared at `atMs`: what was sent but not yet played will not echo. */
@@ -141,13 +167,28 @@ export class EchoGuard {
     // Nothing the agent said could be coming back in these blocks: not echo.
     if (!this.agentActiveIn(this.binOf(firstBlock) - this.maxLag - SLACK_BINS, this.binOf(lastBlock))) return false;
     const path = this.pathAt(lastBlock);
-    if (path === undefined) return false;
+    if (path === undefined) return this.judged ? false : this.belowRecentAgent(firstBlock, lastBlock);
     const lag = path.delayMs / BIN_MS;
     for (let block = firstBlock; block <= lastBlock; block++) {
       const bin = this.binOf(block) - lag;
       let agent = FLOOR_DB;
       for (let b = bin - SLACK_BINS; b <= bin + SLACK_BINS; b++) agent = Math.max(agent, this.agent(b));
-      if (this.caller(block) > agent - path.lossDb + this.marginDb) return false;
+      if (this.caller(block) > Math.max(agent - path.lossDb + this.marginDb, QUIET_DB)) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Before the call has had enough agent speech to find (or rule out) an echo path, the rule phone
+   * echo cancellers use (Geigel): audio at least PRIOR_LOSS_DB below the loudest agent audio that
+   * could be echoing in it is taken for echo. Without it the first echo of the greeting would stop it.
+   */
+  private belowRecentAgent(firstBlock: number, lastBlock: number): boolean {
+    for (let block = firstBlock; block <= lastBlock; block++) {
+      const bin = this.binOf(block);
+      let agent = FLOOR_DB;
+      for (let b = bin - this.maxLag - SLACK_BINS; b <= bin; b++) agent = Math.max(agent, this.agent(b));
+      if (this.caller(block) > Math.max(agent - PRIOR_LOSS_DB, QUIET_DB)) return false;
     }
     return true;
   }
@@ -162,7 +203,10 @@ export class EchoGuard {
       const estimate = this.estimatePath(lastBlock);
       // Too little agent speech in the window (a pause between replies) says nothing new: the path
       // found before still holds. A window with enough of it and no echo in it ends the path.
-      if (estimate !== 'too little agent speech') this.path = estimate;
+      if (estimate !== 'too little agent speech') {
+        this.path = estimate;
+        this.judged = true;
+      }
       this.pathEstimatedAtBlock = lastBlock;
     }
     return this.path;
@@ -184,6 +228,8 @@ export class EchoGuard {
     // Whether the window holds enough agent speech to judge: at the current path's delay if there is
     // one (another delay's window may reach back into older speech), else at any delay.
     let enough = false;
+    // Ruling echo out takes twice the agent speech that finding a path does (see belowRecentAgent).
+    let mostAgentBins = 0;
     const currentLag = this.path === undefined ? undefined : this.path.delayMs / BIN_MS;
     for (let lag = 0; lag <= this.maxLag; lag++) {
       let count = 0;
@@ -207,6 +253,7 @@ export class EchoGuard {
       }
       if (count < this.minAgentBins) continue;
       if (currentLag === undefined || lag === currentLag) enough = true;
+      mostAgentBins = Math.max(mostAgentBins, count);
       const varX = sumXX - (sumX * sumX) / count;
       const varY = sumYY - (sumY * sumY) / count;
       if (varX <= 1e-6 || varY <= 1e-6) continue;
@@ -214,14 +261,15 @@ export class EchoGuard {
       if (best === undefined || correlation > best.correlation) best = { lag, correlation };
     }
     if (!enough) return 'too little agent speech';
-    if (best === undefined || best.correlation < this.minCorrelation) return undefined;
+    const noPath = this.judged || mostAgentBins >= 1.5 * this.minAgentBins ? undefined : 'too little agent speech';
+    if (best === undefined || best.correlation < this.minCorrelation) return noPath;
     const losses: number[] = [];
     for (let i = 0; i < n; i++) {
       const y = this.agent(firstBin + i - best.lag);
       if (y > ACTIVE_DB) losses.push(y - this.caller(firstBlock + i));
     }
     const loss = median(losses);
-    if (median(losses.map((l) => Math.abs(l - loss))) > MAX_SPREAD_DB) return undefined;
+    if (median(losses.map((l) => Math.abs(l - loss))) > MAX_SPREAD_DB) return noPath;
     return { delayMs: best.lag * BIN_MS, lossDb: loss, correlation: best.correlation };
   }
 
@@ -263,6 +311,15 @@ function levelDb(pcm: Int16Array, offset: number, count: number): number {
     const s = pcm[i]!;
     sum += s * s;
   }
-  const db = 10 * Math.log10(sum / count / (32768 * 32768) + 1e-12);
-  return Math.max(FLOOR_DB, db);
+  return powerDb(sum / count);
 }
+
+function powerDb(meanSquare: number): number {
+  return Math.max(FLOOR_DB, 10 * Math.log10(meanSquare / (32768 * 32768) + 1e-12));
+}
+
+/** Squared linear value of each G.711 code. */
+const G711_POWER: Record<G711Encoding, Float64Array> = {
+  mulaw: Float64Array.from(decodeG711('mulaw', Uint8Array.from({ length: 256 }, (_, i) => i)), (v) => v * v),
+  alaw: Float64Array.from(decodeG711('alaw', Uint8Array.from({ length: 256 }, (_, i) => i)), (v) => v * v),
+};

@@ -43,6 +43,12 @@ export interface CallOptions {
   idleHangUpMs?: number;
   /** Default 120000. */
   maxDurationMs?: number;
+  /**
+   * The line echoes the agent's audio back, as a speakerphone or a line without echo cancelling
+   * does: what the caller heard, `delayMs` later and `gainDb` quieter (negative), is added to what
+   * the caller sends.
+   */
+  echo?: { delayMs: number; gainDb: number };
   /** Turns get `callerText`/`agentText` when given. */
   transcribe?: (pcm8k: Int16Array) => Promise<string>;
   /** Aborting hangs up (stop + close) and resolves normally. */
@@ -391,6 +397,17 @@ class PlaybackTimeline {
     this.endSample = Math.min(this.endSample, nowSample);
   }
 
+  /** What was played over [from, from + count): silence where nothing was, or a clear cut it. */
+  read(from: number, count: number): Int16Array {
+    const out = new Int16Array(count);
+    for (const seg of this.segments) {
+      const start = Math.max(from, seg.start);
+      const end = Math.min(from + count, seg.start + seg.samples.length);
+      if (start < end) out.set(seg.samples.subarray(start - seg.start, end - seg.start), start - from);
+    }
+    return out;
+  }
+
   render(totalSamples: number): Int16Array {
     const out = new Int16Array(totalSamples);
     for (const seg of this.segments) {
@@ -611,12 +628,24 @@ export async function placeCall(options: CallOptions): Promise<CallResult> {
   send(twilioStartMessage({ sequenceNumber: nextSeq(), accountSid, callSid, streamSid, customParameters }));
 
   const lastEventMs = events.reduce((max, e) => Math.max(max, e.atMs), 0);
+  /** Caller frame `index` with the echo of what the caller heard `delayMs` before mixed in. */
+  const withEcho = (index: number, echo: { delayMs: number; gainDb: number }): Uint8Array => {
+    const gain = 10 ** (echo.gainDb / 20);
+    const start = index * FRAME_BYTES;
+    const heard = playback.read(start - Math.round(echo.delayMs * SAMPLES_PER_MS), FRAME_BYTES);
+    const mixed = new Int16Array(FRAME_BYTES);
+    for (let i = 0; i < FRAME_BYTES; i++) {
+      mixed[i] = Math.max(-32768, Math.min(32767, Math.round((callerPcm[start + i] ?? 0) + heard[i]! * gain)));
+    }
+    return encodeG711('mulaw', mixed);
+  };
   const tick = (): void => {
     if (ended) return;
     const now = elapsed();
     while ((framesSent + 1) * FRAME_MS <= now && !ended) {
       const index = framesSent;
-      const frame = index < callerFrames ? callerUlaw.subarray(index * FRAME_BYTES, (index + 1) * FRAME_BYTES) : silenceFrame;
+      let frame: Uint8Array = index < callerFrames ? callerUlaw.subarray(index * FRAME_BYTES, (index + 1) * FRAME_BYTES) : silenceFrame;
+      if (options.echo !== undefined) frame = withEcho(index, options.echo);
       framesSent++;
       chunk++;
       send({

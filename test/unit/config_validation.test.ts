@@ -8,10 +8,12 @@ describe('configuration', () => {
   it('uses the documented defaults', () => {
     const config = loadConfig(base);
     expect(config.port).toBe(8080);
-    expect(config.turn).toEqual({ endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, backchannelMaxMs: 800, vadThreshold: 0.5, vadNoiseGate: true, vadBatchWindowMs: 24 });
+    expect(config.turn).toEqual({ endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, backchannelMaxMs: 800, vadThreshold: 0.5, echoGuard: true, vadNoiseGate: true, vadBatchWindowMs: 24 });
     expect(config.llm).toBeUndefined();
     expect(loadConfig({ ...base, VAD_NOISE_GATE: 'off' }).turn.vadNoiseGate).toBe(false);
     expect(() => loadConfig({ ...base, VAD_NOISE_GATE: 'maybe' })).toThrow(/VAD_NOISE_GATE/);
+    expect(loadConfig({ ...base, ECHO_GUARD: 'off' }).turn.echoGuard).toBe(false);
+    expect(() => loadConfig({ ...base, ECHO_GUARD: 'yes' })).toThrow(/ECHO_GUARD/);
   });
 
   it('takes BACKCHANNEL_MAX_MS of 0 (off) or above the barge-in minimum, and refuses a maximum at or under it', () => {

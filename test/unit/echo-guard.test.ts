@@ -107,6 +107,15 @@ describe('echo guard', () => {
     expect(share(audible)).toBe(1);
   });
 
+  it('holds back the echo of the agent’s first words, before any path is known', async () => {
+    const agent = await agentSpeech();
+    const { echo: verdicts } = playLine({ agent, echo: { delayMs: 200, gainDb: -10 } });
+    const audible = loudChunks(agent, 200);
+    const early = verdicts.filter((_, i) => i * 32 < 800 && audible[i]);
+    expect(early.length).toBeGreaterThan(5);
+    expect(share(early)).toBe(1);
+  });
+
   it('lets the caller through when they talk over the echo', async () => {
     const agent = await agentSpeech();
     const callerWords = await phoneSpeech(RECORDINGS.illDisposed);
@@ -125,13 +134,28 @@ describe('echo guard', () => {
     expect(verdicts[callerActive.indexOf(true)]).toBe(false);
   });
 
-  it('never holds back a clean line: the caller talking over the agent without echo', async () => {
+  it('holds nothing back on a clean line once the agent has spoken a second: the caller talking over the agent', async () => {
     const agent = await agentSpeech();
     const callerWords = await phoneSpeech(RECORDINGS.illDisposed);
-    const caller = timeline(9000, [[500, callerWords], [4000, callerWords]]);
+    const caller = timeline(9000, [[1600, callerWords], [4000, callerWords]]);
     const { echo: verdicts, guard } = playLine({ agent, caller });
-    expect(verdicts.every((v) => !v)).toBe(true);
+    const talking = loudChunks(caller, 0, -35);
+    expect(talking.filter(Boolean).length).toBeGreaterThan(60);
+    expect(chunksIn(verdicts, 1500, 9000).every((v) => !v)).toBe(true);
     expect(guard.echoPath).toBeUndefined();
+  });
+
+  it('before that, holds back only what is 6 dB under the agent: a caller as loud as the agent gets through at once', async () => {
+    const agent = await agentSpeech();
+    const callerWords = await phoneSpeech(RECORDINGS.illDisposed);
+    // From 300 ms, 6 dB louder than the recording (the agent's recording peaks about as high).
+    const caller = timeline(9000, [[300, callerWords.map((s) => Math.max(-32768, Math.min(32767, s * 2)))]]);
+    const { echo: verdicts } = playLine({ agent, caller });
+    const talking = loudChunks(caller, 0, -25);
+    const early = verdicts.filter((_, i) => talking[i] && i * 32 < 1500);
+    expect(early.length).toBeGreaterThan(10);
+    expect(share(early)).toBeLessThan(0.2);
+    expect(verdicts[talking.indexOf(true)]).toBe(false);
   });
 
   it('holds nothing back when the agent is silent, even on a line that echoes', async () => {
@@ -154,7 +178,7 @@ describe('echo guard', () => {
     const agent = await agentSpeech();
     const { echo: verdicts, guard } = playLine({ agent, echo: { delayMs: 1200, gainDb: -6 }, guard: { maxDelayMs: 800 } });
     expect(guard.echoPath).toBeUndefined();
-    expect(verdicts.every((v) => !v)).toBe(true);
+    expect(chunksIn(verdicts, 1500, 9000).every((v) => !v)).toBe(true);
   });
 
   it('forgets cleared audio: what the far end dropped cannot echo', async () => {
