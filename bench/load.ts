@@ -32,7 +32,7 @@
  *     call-second; playback underruns at the callers are shown beside them
  *   - diagnostic (`--no-vad`): our server with a no-op VAD at the first frame size, to split the VAD's share
  *
- *   npx tsx bench/load.ts [--frames 20,40,60] [--calls 50,200] [--seconds 15] [--rounds 3] [--phases spread|aligned] [--gate on|off] [--noise-dbfs=-65] [--triton-vad host:port]
+ *   npx tsx bench/load.ts [--frames 20,40,60] [--calls 50,200] [--seconds 15] [--rounds 3] [--phases spread|aligned] [--gate on|off] [--echo-guard on|off] [--noise-dbfs=-65] [--triton-vad host:port]
  *   BENCH_CPU_PROFILE=/tmp/profiles npx tsx bench/load.ts …   (a .cpuprofile per case's window)
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -679,6 +679,7 @@ if (isMain(import.meta.url)) {
       'no-vad': { type: 'boolean', default: false },
       /** `off`: the VAD model on every chunk (VAD_NOISE_GATE=off), as in npm run bench's worst case. */
       gate: { type: 'string', default: 'on' },
+      'echo-guard': { type: 'string', default: 'on' },
       /** The callers' line noise: -50 (a noisy line, the headline) or e.g. -65 (a quiet line). */
       'noise-dbfs': { type: 'string', default: '-50' },
       /** host:port of a Triton (or `npx tsx test/triton-stand-in/main.ts --models silero_vad`): the VAD runs there. */
@@ -687,6 +688,7 @@ if (isMain(import.meta.url)) {
   });
   if (values.phases !== 'spread' && values.phases !== 'aligned') throw new Error('--phases must be spread or aligned');
   if (values.gate !== 'on' && values.gate !== 'off') throw new Error('--gate must be on or off');
+  if (values['echo-guard'] !== 'on' && values['echo-guard'] !== 'off') throw new Error('--echo-guard must be on or off');
   const result = await runLoadBench({
     frames: values.frames.split(',').map(Number) as Array<20 | 40 | 60>,
     calls: values.calls.split(',').map(Number),
@@ -698,6 +700,7 @@ if (isMain(import.meta.url)) {
     noiseDbfs: Number(values['noise-dbfs']),
     serverEnv: {
       VAD_NOISE_GATE: values.gate,
+      ECHO_GUARD: values['echo-guard'],
       ...(values['triton-vad'] === undefined ? {} : { VAD_ENGINE: 'triton', TRITON_URL: values['triton-vad'] }),
     },
   });

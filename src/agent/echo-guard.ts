@@ -11,20 +11,21 @@
  *   - the agent's audio is logged as the far end plays it (our model of its playout buffer: each
  *     frame starts when sent or when the previous one ends; `clear` empties it), the caller's audio as
  *     it arrives, both on the same monotonic clock;
- *   - the echo path is found by correlating the two envelopes (in dB) over the last 2 s, for every
- *     delay up to 800 ms (the bin-to-bin changes, which any two voices do not share, correlate ≥ 0.5),
- *     with at least 0.5 s of agent speech at that delay; the caller's level must then sit a steady
- *     loss below the agent's (median absolute deviation ≤ 3 dB: measured 0.5–1 dB for a real echo),
- *     which another voice does not do;
+ *   - the echo path is the delay (up to 800 ms) at which, over the last 2 s and at least 0.5 s of
+ *     agent speech, the caller's level (dB) sits a steady loss below the agent's: the difference
+ *     varies least there, and within 3 dB of its median (median absolute deviation; 0.5–1 dB measured
+ *     for an echo end to end), which another voice does not do;
  *   - a chunk of caller audio is echo when none of its 10 ms bins is louder than the agent's audio
- *     one path-delay earlier (±20 ms) minus that loss, plus a 6 dB margin (and than −55 dBFS).
+ *     one path-delay earlier (±20 ms, or a louder bin before it decaying like a room's reverberation,
+ *     2 dB per 10 ms) minus that loss, plus a 6 dB margin (and than −55 dBFS).
  *     Anything louder is the caller talking over the agent, and goes through.
  *
- * Until the call has had enough agent speech to look for a path (about half a second of it), the
- * rule of the phone network's echo cancellers applies instead: audio at least 6 dB below the
- * loudest agent audio of the last 800 ms is taken for echo. Without agent audio in the last 800 ms,
- * or once the line is known to have no echo path, nothing is held back: on a clean line a caller
- * is only ever held back during the agent's first half second. Pure: times and audio are arguments.
+ * Until the call has had enough agent speech to find a path or rule one out (0.5–0.75 s of it), the
+ * rule of the phone network's echo cancellers applies instead (Geigel's): audio at least 6 dB below
+ * the loudest agent audio of the last 800 ms is taken for echo. Without agent audio in the last
+ * 800 ms, or once the line is known to have no echo path, nothing is held back: on a clean line a
+ * caller is only ever held back during the agent's first second, and only if 6 dB under it.
+ * Pure: times and audio are arguments.
  */
 
 import { decodeG711, type G711Encoding } from '../audio/g711.js';
@@ -35,6 +36,9 @@ const SAMPLES_PER_BIN = 80;
 const FLOOR_DB = -70;
 /** Agent bins louder than this count as the agent speaking. */
 const ACTIVE_DB = -50;
+/** Reverberation allowed for in the echo: 2 dB per 10 ms (60 dB in 300 ms), over up to 250 ms. */
+const REVERB_DECAY_DB_PER_BIN = 2;
+const REVERB_BINS = 25;
 /** Caller audio this quiet is no voice to let through, whatever the echo prediction says. */
 const QUIET_DB = -55;
 /** An echo's level follows the agent's at a steady loss: this much median deviation at most (dB). */
@@ -51,26 +55,24 @@ export interface EchoGuardOptions {
   historyMs?: number;
   /** Agent audio the window must hold before a path is trusted (default 500 ms). */
   minAgentMs?: number;
-  /** Lowest envelope correlation that counts as an echo path (default 0.5). */
-  minCorrelation?: number;
   /** How much louder than the predicted echo caller audio must be to count as the caller (default 6 dB). */
   marginDb?: number;
   /** How often the path is estimated again while it is in use (default 250 ms). */
   reestimateMs?: number;
 }
 
-/** The echo path last found: delay in 10 ms bins and loss in dB. */
+/** The echo path last found: its delay and loss (agent level − echo level). */
 export interface EchoPath {
   delayMs: number;
   lossDb: number;
-  correlation: number;
+  /** Median absolute deviation of the loss over the window. */
+  spreadDb: number;
 }
 
 export class EchoGuard {
   private readonly maxLag: number;
   private readonly historyBins: number;
   private readonly minAgentBins: number;
-  private readonly minCorrelation: number;
   private readonly marginDb: number;
   private readonly reestimateBins: number;
 
@@ -98,7 +100,6 @@ export class EchoGuard {
     this.maxLag = Math.round((options.maxDelayMs ?? 800) / BIN_MS);
     this.historyBins = Math.round((options.historyMs ?? 2000) / BIN_MS);
     this.minAgentBins = Math.round((options.minAgentMs ?? 500) / BIN_MS);
-    this.minCorrelation = options.minCorrelation ?? 0.5;
     this.marginDb = options.marginDb ?? 6;
     this.reestimateBins = Math.round((options.reestimateMs ?? 250) / BIN_MS);
     const agentSlots = this.historyBins + this.maxLag + 4 * SLACK_BINS + 64;
@@ -170,12 +171,22 @@ export class EchoGuard {
     if (path === undefined) return this.judged ? false : this.belowRecentAgent(firstBlock, lastBlock);
     const lag = path.delayMs / BIN_MS;
     for (let block = firstBlock; block <= lastBlock; block++) {
-      const bin = this.binOf(block) - lag;
-      let agent = FLOOR_DB;
-      for (let b = bin - SLACK_BINS; b <= bin + SLACK_BINS; b++) agent = Math.max(agent, this.agent(b));
-      if (this.caller(block) > Math.max(agent - path.lossDb + this.marginDb, QUIET_DB)) return false;
+      const predicted = this.echoAt(this.binOf(block) - lag) - path.lossDb;
+      if (this.caller(block) > Math.max(predicted + this.marginDb, QUIET_DB)) return false;
     }
     return true;
+  }
+
+  /**
+   * The loudest the echo of the agent's audio around `bin` can be, before the path's loss: the agent's
+   * level within ±SLACK_BINS, or an earlier, louder bin decaying as a room's reverberation does
+   * (a speakerphone's echo fills the agent's pauses between syllables).
+   */
+  private echoAt(bin: number): number {
+    let level = FLOOR_DB;
+    for (let b = bin - SLACK_BINS; b <= bin + SLACK_BINS; b++) level = Math.max(level, this.agent(b));
+    for (let k = SLACK_BINS + 1; k <= REVERB_BINS; k++) level = Math.max(level, this.agent(bin - k) - (k - SLACK_BINS) * REVERB_DECAY_DB_PER_BIN);
+    return level;
   }
 
   /**
@@ -213,64 +224,54 @@ export class EchoGuard {
   }
 
   /**
-   * Finds the delay at which the caller's envelope follows the agent's. Two tests, both over the bins
-   * where the agent spoke at that delay: the bin-to-bin changes (in dB) must correlate — levels alone
-   * would not do, since any two voices go loud and quiet over a second or two — and the caller's
-   * level must sit a steady loss below the agent's (median absolute deviation within MAX_SPREAD_DB),
-   * as an attenuated copy does and another voice does not.
+   * Finds the delay at which the caller's level follows the agent's at a steady loss, as an
+   * attenuated copy does and another voice does not: over the bins where the agent spoke at that
+   * delay, the difference of the two levels (dB) must vary least at the path's delay, and there
+   * stay within MAX_SPREAD_DB of its median (median absolute deviation). The spread, not a
+   * correlation, decides: any two voices go loud and quiet together now and then over a second or
+   * two, and a room's reverberation smears an echo's syllables, which a correlation of the changes
+   * would punish; neither moves the loss of a real echo by much (0.5–1 dB measured end to end).
    */
   private estimatePath(lastBlock: number): EchoPath | undefined | 'too little agent speech' {
-    const firstBlock = Math.max(1, lastBlock - this.historyBins + 1, this.blocks - this.callerDb.length + 1);
+    const firstBlock = Math.max(0, lastBlock - this.historyBins + 1, this.blocks - this.callerDb.length);
     const n = lastBlock - firstBlock + 1;
     if (n < this.minAgentBins) return 'too little agent speech';
     const firstBin = this.binOf(firstBlock);
-    let best: { lag: number; correlation: number } | undefined;
     // Whether the window holds enough agent speech to judge: at the current path's delay if there is
-    // one (another delay's window may reach back into older speech), else at any delay.
-    let enough = false;
-    // Ruling echo out takes twice the agent speech that finding a path does (see belowRecentAgent).
-    let mostAgentBins = 0;
+    // one (another delay's window may reach back into older speech), else at any delay. Ruling echo
+    // out takes 1.5 times the agent speech that finding a path does (see belowRecentAgent).
     const currentLag = this.path === undefined ? undefined : this.path.delayMs / BIN_MS;
+    let enough = false;
+    let mostAgentBins = 0;
+    let best: { lag: number; variance: number } | undefined;
     for (let lag = 0; lag <= this.maxLag; lag++) {
       let count = 0;
-      let sumX = 0;
-      let sumY = 0;
-      let sumXX = 0;
-      let sumYY = 0;
-      let sumXY = 0;
+      let sum = 0;
+      let sumSquares = 0;
       for (let i = 0; i < n; i++) {
-        const y = this.agent(firstBin + i - lag);
-        const yBefore = this.agent(firstBin + i - lag - 1);
-        if (y <= ACTIVE_DB || yBefore <= ACTIVE_DB) continue;
-        const dy = y - yBefore;
-        const dx = this.caller(firstBlock + i) - this.caller(firstBlock + i - 1);
+        const agent = this.agent(firstBin + i - lag);
+        if (agent <= ACTIVE_DB) continue;
+        const loss = agent - this.caller(firstBlock + i);
         count++;
-        sumX += dx;
-        sumY += dy;
-        sumXX += dx * dx;
-        sumYY += dy * dy;
-        sumXY += dx * dy;
+        sum += loss;
+        sumSquares += loss * loss;
       }
       if (count < this.minAgentBins) continue;
       if (currentLag === undefined || lag === currentLag) enough = true;
       mostAgentBins = Math.max(mostAgentBins, count);
-      const varX = sumXX - (sumX * sumX) / count;
-      const varY = sumYY - (sumY * sumY) / count;
-      if (varX <= 1e-6 || varY <= 1e-6) continue;
-      const correlation = (sumXY - (sumX * sumY) / count) / Math.sqrt(varX * varY);
-      if (best === undefined || correlation > best.correlation) best = { lag, correlation };
+      const variance = sumSquares / count - (sum / count) ** 2;
+      if (best === undefined || variance < best.variance) best = { lag, variance };
     }
-    if (!enough) return 'too little agent speech';
-    const noPath = this.judged || mostAgentBins >= 1.5 * this.minAgentBins ? undefined : 'too little agent speech';
-    if (best === undefined || best.correlation < this.minCorrelation) return noPath;
+    if (!enough || best === undefined) return 'too little agent speech';
     const losses: number[] = [];
     for (let i = 0; i < n; i++) {
-      const y = this.agent(firstBin + i - best.lag);
-      if (y > ACTIVE_DB) losses.push(y - this.caller(firstBlock + i));
+      const agent = this.agent(firstBin + i - best.lag);
+      if (agent > ACTIVE_DB) losses.push(agent - this.caller(firstBlock + i));
     }
     const loss = median(losses);
-    if (median(losses.map((l) => Math.abs(l - loss))) > MAX_SPREAD_DB) return noPath;
-    return { delayMs: best.lag * BIN_MS, lossDb: loss, correlation: best.correlation };
+    const spread = median(losses.map((l) => Math.abs(l - loss)));
+    if (spread > MAX_SPREAD_DB) return this.judged || mostAgentBins >= 1.5 * this.minAgentBins ? undefined : 'too little agent speech';
+    return { delayMs: best.lag * BIN_MS, lossDb: loss, spreadDb: spread };
   }
 
   /** The monotonic-clock bin in which inbound block `block` was spoken. */

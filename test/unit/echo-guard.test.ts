@@ -14,7 +14,7 @@ interface LineOptions {
   /** What the caller says (8 kHz) on the same timeline; silence if absent. */
   caller?: Int16Array;
   /** Echo delay (agent send → back on the inbound stream) and level relative to the agent; undefined: no echo. */
-  echo?: { delayMs: number; gainDb: number };
+  echo?: { delayMs: number; gainDb: number; room?: Float32Array };
   /** Network jitter on inbound arrival times, ms (uniform 0..jitter). */
   jitterMs?: number;
   /** Agent audio is sent this far ahead of its playout (default 0). */
@@ -37,7 +37,15 @@ function playLine(options: LineOptions): { echo: boolean[]; guard: EchoGuard } {
   const echo: boolean[] = [];
   const leadSamples = ((options.leadMs ?? 0) * 8000) / 1000;
   const clearAt = options.clearAtMs === undefined ? Infinity : (options.clearAtMs * 8000) / 1000;
-  const played = (n: number): number => (n >= 0 && n < options.agent.length && n < clearAt ? options.agent[n]! : 0);
+  const dry = (n: number): number => (n >= 0 && n < options.agent.length && n < clearAt ? options.agent[n]! : 0);
+  // A room (speakerphone): the echo is the agent convolved with its impulse response.
+  const room = options.echo?.room;
+  const reverberant = room === undefined ? undefined : Float32Array.from({ length: total }, (_, n) => {
+    let sum = 0;
+    for (let k = 0; k < room.length && k <= n; k++) sum += room[k]! * dry(n - k);
+    return sum;
+  });
+  const played = (n: number): number => (reverberant === undefined ? dry(n) : n >= 0 ? (reverberant[n] ?? 0) : 0);
   let agentSent = 0;
   let analysed = 0;
   for (let start = 0; start + FRAME <= total; start += FRAME) {
@@ -114,6 +122,22 @@ describe('echo guard', () => {
     const early = verdicts.filter((_, i) => i * 32 < 800 && audible[i]);
     expect(early.length).toBeGreaterThan(5);
     expect(share(early)).toBe(1);
+  });
+
+  it('follows a speakerphone’s echo: coloured and with a reverberant tail (RT60 300 ms)', async () => {
+    const agent = await agentSpeech();
+    // Impulse response: the direct path, then decaying noise (60 dB in 300 ms); its energy is
+    // normalized so the echo is 10 dB under the agent.
+    let seed = 3;
+    const random = (): number => ((seed = (seed * 16807) % 2147483647) / 2147483647) - 0.5;
+    const room = Float32Array.from({ length: 2400 }, (_, k) => (k === 0 ? 1 : 0.5 * random() * 10 ** ((-60 * k) / 2400 / 20)));
+    const energy = Math.sqrt(room.reduce((sum, v) => sum + v * v, 0));
+    room.forEach((v, k) => (room[k] = v / energy));
+    const { echo: verdicts, guard } = playLine({ agent, echo: { delayMs: 250, gainDb: -10, room } });
+    expect(guard.echoPath?.delayMs).toBeGreaterThanOrEqual(220);
+    expect(guard.echoPath?.delayMs).toBeLessThanOrEqual(280);
+    const audible = loudChunks(agent, 250);
+    expect(share(verdicts.filter((_, i) => i * 32 >= 1500 && audible[i]))).toBeGreaterThan(0.95);
   });
 
   it('lets the caller through when they talk over the echo', async () => {
