@@ -14,7 +14,7 @@ import type { CallEnding, CallEventSink, CallTransport } from '../telephony/tran
 import { AsyncQueue } from '../util/async-queue.js';
 import type { AgentProfile } from './agent-profile.js';
 import { AgentUtterance, type UtteranceKind } from './agent-utterance.js';
-import { Endpointer, type EndpointEvent } from './endpointing.js';
+import { Endpointer, HYSTERESIS, type EndpointEvent } from './endpointing.js';
 import type { PromptCache } from './prompt-cache.js';
 import { SentenceChunker } from './sentence-chunker.js';
 import { SpeechEncoder } from './speech-encoder.js';
@@ -121,6 +121,10 @@ const GOODBYE_GRACE_MS = 8000;
 
 /** Caller audio kept before speech onset, so the recognizer hears the first syllable. */
 const PRE_ROLL_MS = 400;
+/** How much further back the pre-roll may reach over echo-held chunks just before a turn's onset. */
+const MAX_HELD_PRE_ROLL_MS = 800;
+/** Speech chunks that passed the echo guard, in a run, after which the run is the caller's (see onVad). */
+const ESTABLISHED_RUN_CHUNKS = 2;
 
 /** Tool rounds per reply: a model that keeps calling tools is stopped here and what it said stands. */
 const MAX_TOOL_ROUNDS = 3;
@@ -165,6 +169,10 @@ export class CallSession implements CallEventSink {
   /** Chunks held back as echo, and when the last one was (see onEchoHeld). */
   private echoChunksHeld = 0;
   private lastEchoHeldAt = -Infinity;
+  /** Speech chunks of the endpointer's current run that the echo guard let through. */
+  private unheldInRun = 0;
+  /** Echo-held audio since the last silence (see onVad). */
+  private heldBeforeOnsetMs = 0;
   private readonly endpointer: Endpointer;
   private readonly preRoll: Int16Array[] = [];
   private preRollSamples = 0;
@@ -281,7 +289,7 @@ export class CallSession implements CallEventSink {
     this.preRoll.push(pcm8k);
     this.preRollSamples += pcm8k.length;
     this.receivedSamples += pcm8k.length;
-    const limit = (PRE_ROLL_MS * SAMPLE_RATE_8K) / 1000;
+    const limit = ((PRE_ROLL_MS + MAX_HELD_PRE_ROLL_MS) * SAMPLE_RATE_8K) / 1000;
     while (this.preRollSamples - (this.preRoll[0]?.length ?? 0) >= limit) this.preRollSamples -= this.preRoll.shift()!.length;
   }
 
@@ -320,19 +328,31 @@ export class CallSession implements CallEventSink {
     if (this.ended) return;
     const chunkMs = (this.engines.vad.chunkSamples / SAMPLE_RATE_8K) * 1000;
     let probability = result.probability;
-    // Only chunks the endpointer could take for speech are checked (the check is cheap, but most
-    // chunks are silence).
-    if (this.echoGuard !== undefined && probability >= this.timing.vadThreshold - 0.15 && this.echoGuard.isEcho(result.endSample, this.engines.vad.chunkSamples)) {
-      probability = 0;
-      this.onEchoHeld();
+    const speechLike = probability >= this.timing.vadThreshold - HYSTERESIS;
+    if (!this.endpointer.speaking) this.unheldInRun = 0;
+    // Only chunks the endpointer could take for speech are checked (most chunks are silence), and
+    // not once a run of speech has passed the guard: turning the rest of a caller's run into
+    // silence would split it (a lost onset resumes the agent over the caller, a gap judges a
+    // backchannel too early).
+    if (this.echoGuard !== undefined && speechLike && this.unheldInRun < ESTABLISHED_RUN_CHUNKS) {
+      if (this.echoGuard.isEcho(result.endSample, this.engines.vad.chunkSamples)) {
+        probability = 0;
+        this.onEchoHeld(chunkMs);
+      } else {
+        this.unheldInRun++;
+      }
     }
+    // Held echo right before speech that got through may have been the caller's first syllables:
+    // the turn's pre-roll reaches back over it (openUserTurn). Silence in between ends that.
+    if (!speechLike) this.heldBeforeOnsetMs = 0;
     for (const event of this.endpointer.push(probability, chunkMs)) this.onEndpoint(event);
   }
 
   /** Logs the first chunk of each run of held-back echo (one line, not one per chunk). */
-  private onEchoHeld(): void {
+  private onEchoHeld(chunkMs: number): void {
     const now = performance.now();
     this.echoChunksHeld++;
+    this.heldBeforeOnsetMs += chunkMs;
     if (now - this.lastEchoHeldAt > ECHO_EPISODE_GAP_MS) {
       this.logger.info({ event: 'echo_held', path: this.echoGuard?.echoPath }, "the agent's own voice came back on the line: not taken for the caller's");
       this.emit({ type: 'echo_held', atMs: now });
@@ -416,7 +436,10 @@ export class CallSession implements CallEventSink {
         resolveFinal('');
       }
     });
-    let skip = Math.max(0, this.preRollSamples - (options.preRollSamples ?? Infinity));
+    const heldMs = Math.min(this.heldBeforeOnsetMs, MAX_HELD_PRE_ROLL_MS);
+    this.heldBeforeOnsetMs = 0;
+    const preRoll = options.preRollSamples ?? ((PRE_ROLL_MS + heldMs) * SAMPLE_RATE_8K) / 1000;
+    let skip = Math.max(0, this.preRollSamples - preRoll);
     for (const chunk of this.preRoll) {
       if (skip >= chunk.length) skip -= chunk.length;
       else {
@@ -1041,7 +1064,16 @@ export class CallSession implements CallEventSink {
     this.queue.clear();
     this.utterances.clear();
     this.transport.close(reason);
-    this.logger.info({ event: 'call_ended', reason, turns: this.turns.length, durationMs: Date.now() - this.startedAt.getTime() }, 'call ended');
+    this.logger.info(
+      {
+        event: 'call_ended',
+        reason,
+        turns: this.turns.length,
+        durationMs: Date.now() - this.startedAt.getTime(),
+        ...(this.echoChunksHeld > 0 ? { echoHeldMs: this.echoChunksHeld * ((this.engines.vad.chunkSamples / SAMPLE_RATE_8K) * 1000) } : {}),
+      },
+      'call ended',
+    );
     this.emit({ type: 'ended', reason });
     this.endedResolve();
   }

@@ -11,7 +11,7 @@
  *   - the agent's audio is logged as the far end plays it (our model of its playout buffer: each
  *     frame starts when sent or when the previous one ends; `clear` empties it), the caller's audio as
  *     it arrives, both on the same monotonic clock;
- *   - the echo path is the delay (up to 800 ms) at which, over the last 2 s and at least 0.5 s of
+ *   - the echo path is the delay (40–800 ms) at which, over the last 2 s and at least 0.5 s of
  *     agent speech, the caller's level (dB) sits a steady loss below the agent's: the difference
  *     varies least there, and within 3 dB of its median (median absolute deviation; 0.5–1 dB measured
  *     for an echo end to end), which another voice does not do;
@@ -22,7 +22,8 @@
  *
  * Until the call has had enough agent speech to find a path or rule one out (0.5–0.75 s of it), the
  * rule of the phone network's echo cancellers applies instead (Geigel's): audio at least 6 dB below
- * the loudest agent audio of the last 800 ms is taken for echo. Without agent audio in the last
+ * the loudest agent audio of 40–800 ms before is taken for echo. A path the VAD has not needed for a
+ * second of agent speech is dropped: what echo is left is too faint to be taken for speech. Without agent audio in the last
  * 800 ms, or once the line is known to have no echo path, nothing is held back: on a clean line a
  * caller is only ever held back during the agent's first second, and only if 6 dB under it.
  * Pure: times and audio are arguments.
@@ -43,6 +44,17 @@ const REVERB_BINS = 25;
 const QUIET_DB = -55;
 /** An echo's level follows the agent's at a steady loss: this much median deviation at most (dB). */
 const MAX_SPREAD_DB = 3;
+/** No echo comes back sooner than this: the round trip to the far end and back. */
+const MIN_DELAY_MS = 40;
+/** A path the VAD has not needed while the agent spoke this long (it never fired on the echo) is dropped. */
+const EXPIRE_AFTER_AGENT_BINS = 100;
+/** With a path known, it is estimated again every this many re-estimation intervals (1 s)… */
+const PATH_RECHECK_INTERVALS = 4;
+/** …looking this far either side of it; the whole range every FULL_SEARCH_EVERY estimates. */
+const LOCAL_SEARCH_BINS = 5;
+const FULL_SEARCH_EVERY = 4;
+/** The caller ring covers the estimation window plus the VAD's longest backlog (INBOUND_BUFFER_MS ≤ 10 s). */
+const BACKLOG_BINS = 1024;
 /** Before a path is known, echo is assumed at least this much below the agent (G.168's minimum echo return loss). */
 const PRIOR_LOSS_DB = 6;
 /** How far either side of the path delay an echo bin may land (envelope smear, frame jitter). */
@@ -57,7 +69,7 @@ export interface EchoGuardOptions {
   minAgentMs?: number;
   /** How much louder than the predicted echo caller audio must be to count as the caller (default 6 dB). */
   marginDb?: number;
-  /** How often the path is estimated again while it is in use (default 250 ms). */
+  /** How often a path is looked for while there is none (default 250 ms; four times that once one is found). */
   reestimateMs?: number;
 }
 
@@ -70,6 +82,7 @@ export interface EchoPath {
 }
 
 export class EchoGuard {
+  private readonly minLag = MIN_DELAY_MS / BIN_MS;
   private readonly maxLag: number;
   private readonly historyBins: number;
   private readonly minAgentBins: number;
@@ -95,6 +108,13 @@ export class EchoGuard {
   /** Whether a window with enough agent speech was ever judged (until then, see belowRecentAgent). */
   private judged = false;
   private pathEstimatedAtBlock = -Infinity;
+  private estimates = 0;
+  /** Agent bins with speech logged since the last `isEcho` (see EXPIRE_AFTER_AGENT_BINS). */
+  private agentBinsSinceQuery = 0;
+  /** Scratch for estimatePath: the window's levels, copied out of the rings once per estimate. */
+  private readonly windowCaller: Float32Array;
+  private readonly windowAgent: Float32Array;
+  private readonly windowLoss: Float32Array;
 
   constructor(options: EchoGuardOptions = {}) {
     this.maxLag = Math.round((options.maxDelayMs ?? 800) / BIN_MS);
@@ -105,31 +125,39 @@ export class EchoGuard {
     const agentSlots = this.historyBins + this.maxLag + 4 * SLACK_BINS + 64;
     this.agentDb = new Float32Array(agentSlots).fill(FLOOR_DB);
     this.agentBin = new Float64Array(agentSlots).fill(-1);
-    this.callerDb = new Float32Array(this.historyBins + 64).fill(FLOOR_DB);
+    this.callerDb = new Float32Array(this.historyBins + BACKLOG_BINS).fill(FLOOR_DB);
+    this.windowCaller = new Float32Array(this.historyBins);
+    this.windowAgent = new Float32Array(this.historyBins + this.maxLag);
+    this.windowLoss = new Float32Array(this.historyBins);
   }
 
   /** Agent audio (8 kHz PCM) handed to the transport at `sentAtMs`. */
   onAgentAudio(pcm: Int16Array, sentAtMs: number): void {
-    this.appendAgent(pcm.length, sentAtMs, (offset) => levelDb(pcm, offset, SAMPLES_PER_BIN));
+    const firstBin = this.agentStartBin(sentAtMs, pcm.length);
+    for (let offset = 0, bin = firstBin; offset + SAMPLES_PER_BIN <= pcm.length; offset += SAMPLES_PER_BIN, bin++) {
+      this.setAgent(bin, levelDb(pcm, offset, SAMPLES_PER_BIN));
+    }
   }
 
-  /** The same, as the G.711 bytes sent (levels from a table: no decoding per frame). */
+  /**
+   * The same, as the G.711 bytes sent: levels from a table of each code's power, no decoding (this
+   * runs for every outbound frame of every call).
+   */
   onAgentG711(bytes: Uint8Array, encoding: G711Encoding, sentAtMs: number): void {
     const power = G711_POWER[encoding];
-    this.appendAgent(bytes.length, sentAtMs, (offset) => {
+    const firstBin = this.agentStartBin(sentAtMs, bytes.length);
+    for (let offset = 0, bin = firstBin; offset + SAMPLES_PER_BIN <= bytes.length; offset += SAMPLES_PER_BIN, bin++) {
       let sum = 0;
       for (let i = offset; i < offset + SAMPLES_PER_BIN; i++) sum += power[bytes[i]!]!;
-      return powerDb(sum / SAMPLES_PER_BIN);
-    });
+      this.setAgent(bin, powerDb(sum / SAMPLES_PER_BIN));
+    }
   }
 
-  /** Logs `samples` of agent audio at the far end's playout position; `levelAt(offset)`: dB of the 10 ms from there. */
-  private appendAgent(samples: number, sentAtMs: number, levelAt: (offset: number) => number): void {
+  /** Where `samples` of agent audio sent at `sentAtMs` start playing at the far end (its bin); advances the playout end. */
+  private agentStartBin(sentAtMs: number, samples: number): number {
     const startMs = Math.max(sentAtMs, this.playEndMs);
-    for (let offset = 0; offset + SAMPLES_PER_BIN <= samples; offset += SAMPLES_PER_BIN) {
-      this.setAgent(Math.round((startMs + (offset / SAMPLES_PER_BIN) * BIN_MS) / BIN_MS), levelAt(offset));
-    }
     this.playEndMs = startMs + (samples / SAMPLES_PER_BIN) * BIN_MS;
+    return Math.round(startMs / BIN_MS);
   }
 
   /** The far end's buffer was cleared at `atMs`: what was sent but not yet played will not echo. */
@@ -144,17 +172,20 @@ export class EchoGuard {
     this.samples += pcm.length;
     this.inboundStartMs = Math.min(this.inboundStartMs, receivedAtMs - (this.samples / SAMPLES_PER_BIN) * BIN_MS);
     let offset = 0;
-    while (offset < pcm.length) {
-      const take = Math.min(SAMPLES_PER_BIN - this.partialLength, pcm.length - offset);
-      this.partial.set(pcm.subarray(offset, offset + take), this.partialLength);
-      this.partialLength += take;
-      offset += take;
-      if (this.partialLength === SAMPLES_PER_BIN) {
-        this.callerDb[this.blocks % this.callerDb.length] = levelDb(this.partial, 0, SAMPLES_PER_BIN);
-        this.blocks++;
-        this.partialLength = 0;
-      }
+    if (this.partialLength > 0) {
+      while (offset < pcm.length && this.partialLength < SAMPLES_PER_BIN) this.partial[this.partialLength++] = pcm[offset++]!;
+      if (this.partialLength < SAMPLES_PER_BIN) return;
+      this.pushCallerLevel(levelDb(this.partial, 0, SAMPLES_PER_BIN));
+      this.partialLength = 0;
     }
+    // Frames are whole blocks (20 ms = 2 × 10 ms) in practice: measured in place, nothing copied.
+    for (; offset + SAMPLES_PER_BIN <= pcm.length; offset += SAMPLES_PER_BIN) this.pushCallerLevel(levelDb(pcm, offset, SAMPLES_PER_BIN));
+    while (offset < pcm.length) this.partial[this.partialLength++] = pcm[offset++]!;
+  }
+
+  private pushCallerLevel(db: number): void {
+    this.callerDb[this.blocks % this.callerDb.length] = db;
+    this.blocks++;
   }
 
   /**
@@ -167,6 +198,14 @@ export class EchoGuard {
     if (lastBlock < firstBlock) return false;
     // Nothing the agent said could be coming back in these blocks: not echo.
     if (!this.agentActiveIn(this.binOf(firstBlock) - this.maxLag - SLACK_BINS, this.binOf(lastBlock))) return false;
+    // The agent spoke a second or more and the VAD never heard its echo: whatever echo is left is
+    // too faint to be taken for speech (the phone's own canceller settled, the caller took the
+    // handset). The old path is dropped rather than kept through the next reply's first words.
+    if (this.agentBinsSinceQuery >= EXPIRE_AFTER_AGENT_BINS) {
+      this.path = undefined;
+      this.pathEstimatedAtBlock = -Infinity;
+    }
+    this.agentBinsSinceQuery = 0;
     const path = this.pathAt(lastBlock);
     if (path === undefined) return this.judged ? false : this.belowRecentAgent(firstBlock, lastBlock);
     const lag = path.delayMs / BIN_MS;
@@ -198,7 +237,7 @@ export class EchoGuard {
     for (let block = firstBlock; block <= lastBlock; block++) {
       const bin = this.binOf(block);
       let agent = FLOOR_DB;
-      for (let b = bin - this.maxLag - SLACK_BINS; b <= bin; b++) agent = Math.max(agent, this.agent(b));
+      for (let b = bin - this.maxLag - SLACK_BINS; b <= bin - this.minLag; b++) agent = Math.max(agent, this.agent(b));
       if (this.caller(block) > Math.max(agent - PRIOR_LOSS_DB, QUIET_DB)) return false;
     }
     return true;
@@ -210,7 +249,10 @@ export class EchoGuard {
   }
 
   private pathAt(lastBlock: number): EchoPath | undefined {
-    if (lastBlock - this.pathEstimatedAtBlock >= this.reestimateBins || lastBlock < this.pathEstimatedAtBlock) {
+    // A path found is checked again every few intervals (an echo path is steady within a call);
+    // while none is, every interval, so one is found soon after the echo starts.
+    const interval = this.path === undefined ? this.reestimateBins : PATH_RECHECK_INTERVALS * this.reestimateBins;
+    if (lastBlock - this.pathEstimatedAtBlock >= interval || lastBlock < this.pathEstimatedAtBlock) {
       const estimate = this.estimatePath(lastBlock);
       // Too little agent speech in the window (a pause between replies) says nothing new: the path
       // found before still holds. A window with enough of it and no echo in it ends the path.
@@ -236,22 +278,29 @@ export class EchoGuard {
     const firstBlock = Math.max(0, lastBlock - this.historyBins + 1, this.blocks - this.callerDb.length);
     const n = lastBlock - firstBlock + 1;
     if (n < this.minAgentBins) return 'too little agent speech';
+    // Copied out of the rings once: the search below reads each value up to 81 times.
     const firstBin = this.binOf(firstBlock);
+    for (let i = 0; i < n; i++) this.windowCaller[i] = this.caller(firstBlock + i);
+    for (let j = 0; j < n + this.maxLag; j++) this.windowAgent[j] = this.agent(firstBin - this.maxLag + j);
     // Whether the window holds enough agent speech to judge: at the current path's delay if there is
     // one (another delay's window may reach back into older speech), else at any delay. Ruling echo
     // out takes 1.5 times the agent speech that finding a path does (see belowRecentAgent).
     const currentLag = this.path === undefined ? undefined : this.path.delayMs / BIN_MS;
+    const full = currentLag === undefined || this.estimates++ % FULL_SEARCH_EVERY === 0;
+    const fromLag = full ? this.minLag : Math.max(this.minLag, currentLag! - LOCAL_SEARCH_BINS);
+    const toLag = full ? this.maxLag : Math.min(this.maxLag, currentLag! + LOCAL_SEARCH_BINS);
     let enough = false;
     let mostAgentBins = 0;
     let best: { lag: number; variance: number } | undefined;
-    for (let lag = 0; lag <= this.maxLag; lag++) {
+    for (let lag = fromLag; lag <= toLag; lag++) {
       let count = 0;
       let sum = 0;
       let sumSquares = 0;
+      const offset = this.maxLag - lag;
       for (let i = 0; i < n; i++) {
-        const agent = this.agent(firstBin + i - lag);
+        const agent = this.windowAgent[offset + i]!;
         if (agent <= ACTIVE_DB) continue;
-        const loss = agent - this.caller(firstBlock + i);
+        const loss = agent - this.windowCaller[i]!;
         count++;
         sum += loss;
         sumSquares += loss * loss;
@@ -263,13 +312,15 @@ export class EchoGuard {
       if (best === undefined || variance < best.variance) best = { lag, variance };
     }
     if (!enough || best === undefined) return 'too little agent speech';
-    const losses: number[] = [];
+    let count = 0;
     for (let i = 0; i < n; i++) {
-      const agent = this.agent(firstBin + i - best.lag);
-      if (agent > ACTIVE_DB) losses.push(agent - this.caller(firstBlock + i));
+      const agent = this.windowAgent[this.maxLag - best.lag + i]!;
+      if (agent > ACTIVE_DB) this.windowLoss[count++] = agent - this.windowCaller[i]!;
     }
-    const loss = median(losses);
-    const spread = median(losses.map((l) => Math.abs(l - loss)));
+    const losses = this.windowLoss.subarray(0, count);
+    const loss = medianInPlace(losses);
+    for (let i = 0; i < count; i++) losses[i] = Math.abs(losses[i]! - loss);
+    const spread = medianInPlace(losses);
     if (spread > MAX_SPREAD_DB) return this.judged || mostAgentBins >= 1.5 * this.minAgentBins ? undefined : 'too little agent speech';
     return { delayMs: best.lag * BIN_MS, lossDb: loss, spreadDb: spread };
   }
@@ -285,6 +336,7 @@ export class EchoGuard {
   }
 
   private setAgent(bin: number, db: number): void {
+    if (db > ACTIVE_DB) this.agentBinsSinceQuery++;
     const slot = ((bin % this.agentDb.length) + this.agentDb.length) % this.agentDb.length;
     this.agentDb[slot] = db;
     this.agentBin[slot] = bin;
@@ -300,9 +352,10 @@ export class EchoGuard {
   }
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? 0;
+/** The median of `values`, which it sorts (a typed array's numeric sort: no comparator calls). */
+function medianInPlace(values: Float32Array): number {
+  values.sort();
+  return values[values.length >> 1] ?? 0;
 }
 
 /** Mean power of `count` samples in dBFS, floored at FLOOR_DB. */

@@ -23,6 +23,12 @@ interface LineOptions {
   clearAtMs?: number;
   /** Whether the guard hears of that clear (default true). */
   tellClear?: boolean;
+  /** The echo stops at this time (the phone's own echo canceller settles). */
+  echoEndsAtMs?: number;
+  /** Ask the guard only about chunks for which this says yes (as the session asks only of chunks the VAD calls speech). */
+  askIf?: (chunk: number) => boolean;
+  /** The agent's audio reaches the guard as these G.711 bytes (as the session sends them) instead of PCM. */
+  agentEncoding?: 'mulaw' | 'alaw';
   guard?: EchoGuardOptions;
 }
 
@@ -52,7 +58,9 @@ function playLine(options: LineOptions): { echo: boolean[]; guard: EchoGuard } {
     const nowMs = (start / 8000) * 1000;
     if (start === clearAt && options.tellClear !== false) guard.onClear(nowMs);
     while (start < clearAt && agentSent + FRAME <= Math.min(options.agent.length, start + FRAME + leadSamples)) {
-      guard.onAgentAudio(options.agent.subarray(agentSent, agentSent + FRAME), nowMs);
+      const frame = options.agent.subarray(agentSent, agentSent + FRAME);
+      if (options.agentEncoding === undefined) guard.onAgentAudio(frame, nowMs);
+      else guard.onAgentG711(encodeG711(options.agentEncoding, frame), options.agentEncoding, nowMs);
       agentSent += FRAME;
     }
     // The inbound frame holding samples [start, start + FRAME): the caller, the echo, line noise,
@@ -60,7 +68,7 @@ function playLine(options: LineOptions): { echo: boolean[]; guard: EchoGuard } {
     const inbound = new Int16Array(FRAME);
     for (let i = 0; i < FRAME; i++) {
       const n = start + i;
-      const echoed = played(n - delay) * gain;
+      const echoed = n < ((options.echoEndsAtMs ?? Infinity) * 8000) / 1000 ? played(n - delay) * gain : 0;
       const value = (options.caller?.[n] ?? 0) + echoed + (random() - 0.5) * 20;
       inbound[i] = Math.max(-32768, Math.min(32767, Math.round(value)));
     }
@@ -68,7 +76,7 @@ function playLine(options: LineOptions): { echo: boolean[]; guard: EchoGuard } {
     const received = start + FRAME;
     while (analysed + CHUNK <= received) {
       analysed += CHUNK;
-      echo.push(guard.isEcho(analysed, CHUNK));
+      echo.push(options.askIf === undefined || options.askIf(echo.length) ? guard.isEcho(analysed, CHUNK) : false);
     }
   }
   return { echo, guard };
@@ -203,6 +211,48 @@ describe('echo guard', () => {
     const { echo: verdicts, guard } = playLine({ agent, echo: { delayMs: 1200, gainDb: -6 }, guard: { maxDelayMs: 800 } });
     expect(guard.echoPath).toBeUndefined();
     expect(chunksIn(verdicts, 1500, 9000).every((v) => !v)).toBe(true);
+  });
+
+  it('reads the agent’s G.711 frames as it reads PCM (µ-law and A-law)', async () => {
+    const agent = await agentSpeech();
+    const line = { agent, echo: { delayMs: 260, gainDb: -12 } };
+    const pcm = playLine(line);
+    for (const agentEncoding of ['mulaw', 'alaw'] as const) {
+      const coded = playLine({ ...line, agentEncoding });
+      expect(coded.guard.echoPath?.delayMs).toBe(pcm.guard.echoPath?.delayMs);
+      expect(coded.guard.echoPath?.lossDb).toBeCloseTo(pcm.guard.echoPath!.lossDb, 0);
+      const differ = coded.echo.filter((v, i) => v !== pcm.echo[i]).length;
+      expect(differ).toBeLessThanOrEqual(2);
+    }
+  });
+
+  it('drops a path the VAD no longer needs: the echo stopped, and the next reply’s barge-in is not held', async () => {
+    const [first, second] = await Promise.all([RECORDINGS.amiable, RECORDINGS.coldHearted].map(phoneSpeech));
+    const callerWords = await phoneSpeech(RECORDINGS.illDisposed);
+    // The agent talks 0–3.3 s; its echo stops at 1.5 s (the phone's canceller settles) while it
+    // talks on. It speaks again from 5.5 s, and the caller, 6 dB under the recordings, talks over
+    // it 100 ms later. As in a call, the guard is asked only about chunks that sound like speech:
+    // the echo's before 1.5 s, then the caller's.
+    const agent = timeline(12000, [[0, first!], [5500, second!]]);
+    const caller = timeline(12000, [[5600, callerWords.map((v) => Math.round(v / 2))]]);
+    const echoAudible = loudChunks(agent, 250);
+    const talking = loudChunks(caller, 0, -40);
+    const { echo: verdicts, guard } = playLine({
+      agent,
+      caller,
+      echo: { delayMs: 250, gainDb: -10 },
+      echoEndsAtMs: 1500,
+      askIf: (i) => (i * 32 < 1500 && echoAudible[i]!) || talking[i]!,
+    });
+    // The path was found while the echo lasted…
+    expect(verdicts.filter((_, i) => i * 32 >= 900 && i * 32 < 1500 && echoAudible[i]).some(Boolean)).toBe(true);
+    // …and 1.8 s of agent speech without a question dropped it: the 2 s window at the barge-in holds
+    // too little agent speech to judge afresh, and the old path would hold the quieter caller back.
+    const whileTalking = verdicts.filter((_, i) => talking[i]);
+    expect(whileTalking.length).toBeGreaterThan(30);
+    expect(share(whileTalking)).toBe(0);
+    expect(verdicts[talking.indexOf(true)]).toBe(false);
+    expect(guard.echoPath).toBeUndefined();
   });
 
   it('forgets cleared audio: what the far end dropped cannot echo', async () => {

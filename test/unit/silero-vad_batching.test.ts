@@ -116,6 +116,32 @@ describe('Silero VAD (shared, batched)', () => {
     await failing.close();
   });
 
+  it('answers an inferred chunk with its own end, even when audio is dropped from the backlog meanwhile', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const slow: SileroInference = {
+      name: 'slow',
+      run: async (size, _input, state) => {
+        await held;
+        return { probabilities: new Float32Array(size).fill(0.9), nextState: state, inferenceMs: 0 };
+      },
+      close: async () => {},
+    };
+    // A backlog of 512 samples: what arrives while the first chunk is inferred overflows it.
+    const vad = new SileroVad(slow, { maxBacklogMs: 64, speechGate: false, batchWindowMs: 0, onError: () => {} });
+    const results: VadResult[] = [];
+    const stream = vad.createStream((r) => results.push(r));
+    stream.push(new Int16Array(256).fill(4000));
+    await new Promise((r) => setTimeout(r, 5));
+    stream.push(new Int16Array(256 * 4).fill(4000)); // 1024 samples into a 512-sample backlog: 512 dropped
+    expect((stream as unknown as { droppedSamples: number }).droppedSamples).toBe(512);
+    release();
+    await new Promise((r) => setTimeout(r, 20));
+    // The first chunk ends at 256; the two kept after the drop end where the caller's timeline puts them.
+    expect(results.map((r) => r.endSample)).toEqual([256, 1024, 1280]);
+    await vad.close();
+  });
+
   it('reports a dead inference thread as a failure instead of leaving calls waiting on it', async () => {
     const dying = await SileroVad.load({ onError: () => {} });
     const speech = await phoneSpeech(RECORDINGS.amiable);

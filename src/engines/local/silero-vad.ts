@@ -364,6 +364,8 @@ class SileroStream implements VadStream {
    * `fill` then takes for inference: the gate learns from the model's answer at this level.
    */
   private inferredLevel = -96;
+  /** Stream position at the end of the chunk taken for inference (see `fill`). */
+  private inferredEndSample = 0;
 
   constructor(
     private readonly vad: SileroVad,
@@ -458,13 +460,16 @@ class SileroStream implements VadStream {
     state.set(this.state.subarray(0, STATE_SIZE), b * STATE_SIZE);
     state.set(this.state.subarray(STATE_SIZE), (size + b) * STATE_SIZE);
     this.position += CHUNK;
+    // Where this chunk ends, as answered: audio dropped from the backlog while it is inferred moves
+    // `position` on, not this chunk.
+    this.inferredEndSample = this.position;
   }
 
   /** The inference of this stream's chunk failed: it counts as no speech (the chunk was taken in `fill`). */
   inferenceFailed(): void {
     if (this.closed) return;
     this.gate?.modelFailed();
-    this.onResult({ probability: 0, endSample: this.position });
+    this.onResult({ probability: 0, endSample: this.inferredEndSample });
   }
 
   accept(probability: number, nextState: Float32Array, b: number, size: number): void {
@@ -472,6 +477,6 @@ class SileroStream implements VadStream {
     this.gate?.modelAnswered(this.inferredLevel, probability);
     this.state.set(nextState.subarray(b * STATE_SIZE, (b + 1) * STATE_SIZE), 0);
     this.state.set(nextState.subarray((size + b) * STATE_SIZE, (size + b + 1) * STATE_SIZE), STATE_SIZE);
-    this.onResult({ probability, endSample: this.position });
+    this.onResult({ probability, endSample: this.inferredEndSample });
   }
 }
