@@ -24,7 +24,7 @@ import { fitToBudget, type ConversationSummarizer } from './context-budget.js';
 import { HttpToolRunner, TOOL_FILLER_AFTER_MS, toolSpecs, type ToolResult } from './http-tools.js';
 import { Speculation, sameUtterance } from './speculation.js';
 import { isBackchannel } from './backchannel.js';
-import { EchoGuard } from './echo-guard.js';
+import { EchoGuard, type EchoJudge } from './echo-guard.js';
 
 /**
  * A backchannel word this close to the end of a question is its answer ("…for Tuesday?" — "yes"):
@@ -72,6 +72,8 @@ export interface CallSessionDeps {
   startDegraded?: boolean;
   /** Start the LLM on a stable partial transcript before the end of turn is confirmed. */
   speculativeLlm?: boolean;
+  /** Tells the agent's echo from the caller's voice (default: an `EchoGuard`; tests give their own). */
+  echoGuard?: EchoJudge;
   /** Token budget of the conversation sent to the LLM (default 6000). */
   contextBudgetTokens?: number;
   /** Summarizes older turns off the hot path; without one, an extractive summary is used. */
@@ -121,8 +123,14 @@ const GOODBYE_GRACE_MS = 8000;
 
 /** Caller audio kept before speech onset, so the recognizer hears the first syllable. */
 const PRE_ROLL_MS = 400;
-/** How much further back the pre-roll may reach over echo-held chunks just before a turn's onset. */
-const MAX_HELD_PRE_ROLL_MS = 800;
+/**
+ * How much further back the pre-roll may reach over echo-held chunks just before a turn's onset: a
+ * soft first syllable. No more: on an echoing line the held run before a barge-in is mostly the
+ * agent's own echo, which the recognizer must not hear as the caller's words.
+ */
+const MAX_HELD_PRE_ROLL_MS = 160;
+/** The pre-roll buffer: the default pre-roll and its extension; `continue_user_turn` may take all of it. */
+const PRE_ROLL_BUFFER_MS = 1200;
 /** Speech chunks that passed the echo guard, in a run, after which the run is the caller's (see onVad). */
 const ESTABLISHED_RUN_CHUNKS = 2;
 
@@ -165,7 +173,7 @@ export class CallSession implements CallEventSink {
   private readonly queue: PlayoutQueue;
   private readonly sink: PlayoutSink;
   private readonly vad: VadStream;
-  private readonly echoGuard: EchoGuard | undefined;
+  private readonly echoGuard: EchoJudge | undefined;
   /** Chunks held back as echo, and when the last one was (see onEchoHeld). */
   private echoChunksHeld = 0;
   private lastEchoHeldAt = -Infinity;
@@ -223,7 +231,7 @@ export class CallSession implements CallEventSink {
     this.queue = new PlayoutQueue({ frameMs: deps.timing.outboundFrameMs, leadMs: deps.timing.outboundLeadMs });
     this.sink = { queue: this.queue, deliver: (message) => this.deliver(message) };
     this.vad = deps.engines.vad.createStream((result) => this.onVad(result));
-    this.echoGuard = deps.timing.echoGuard === false ? undefined : new EchoGuard();
+    this.echoGuard = deps.timing.echoGuard === false ? undefined : (deps.echoGuard ?? new EchoGuard());
     this.endpointer = new Endpointer({
       threshold: deps.timing.vadThreshold,
       minSpeechMs: deps.timing.minSpeechMs,
@@ -289,7 +297,7 @@ export class CallSession implements CallEventSink {
     this.preRoll.push(pcm8k);
     this.preRollSamples += pcm8k.length;
     this.receivedSamples += pcm8k.length;
-    const limit = ((PRE_ROLL_MS + MAX_HELD_PRE_ROLL_MS) * SAMPLE_RATE_8K) / 1000;
+    const limit = (PRE_ROLL_BUFFER_MS * SAMPLE_RATE_8K) / 1000;
     while (this.preRollSamples - (this.preRoll[0]?.length ?? 0) >= limit) this.preRollSamples -= this.preRoll.shift()!.length;
   }
 
@@ -337,6 +345,9 @@ export class CallSession implements CallEventSink {
     if (this.echoGuard !== undefined && speechLike && this.unheldInRun < ESTABLISHED_RUN_CHUNKS) {
       if (this.echoGuard.isEcho(result.endSample, this.engines.vad.chunkSamples)) {
         probability = 0;
+        // Passing chunks must come in a row to make the run the caller's: two stray misses of a
+        // long echo would otherwise let the rest of it through.
+        this.unheldInRun = 0;
         this.onEchoHeld(chunkMs);
       } else {
         this.unheldInRun++;
@@ -362,6 +373,9 @@ export class CallSession implements CallEventSink {
 
   private onEndpoint(event: EndpointEvent): void {
     if (event.type === 'speech_onset') this.emit({ type: 'speech_onset', atMs: performance.now() });
+    // After a pause the agent may speak again (a cough or a "yeah" resumes it) before the run
+    // ends: its echo must meet the guard again.
+    if (event.type === 'silence_gap') this.unheldInRun = 0;
     if (event.type === 'silence_gap') this.maybeSpeculate();
     // The caller went on after the pause: what was guessed from the partial is stale.
     if (event.type === 'speech_progress' && this.speculation !== undefined) this.cancelSpeculation('caller went on');

@@ -22,8 +22,9 @@
  *
  * Until the call has had enough agent speech to find a path or rule one out (0.5–0.75 s of it), the
  * rule of the phone network's echo cancellers applies instead (Geigel's): audio at least 6 dB below
- * the loudest agent audio of 40–800 ms before is taken for echo. A path the VAD has not needed for a
- * second of agent speech is dropped: what echo is left is too faint to be taken for speech. Without agent audio in the last
+ * the loudest agent audio of 40–800 ms before is taken for echo. When the VAD has not needed a path
+ * for a second of agent speech, that second alone decides whether the echo is still there; if not,
+ * the path is dropped. Without agent audio in the last
  * 800 ms, or once the line is known to have no echo path, nothing is held back: on a clean line a
  * caller is only ever held back during the agent's first second, and only if 6 dB under it.
  * Pure: times and audio are arguments.
@@ -46,14 +47,14 @@ const QUIET_DB = -55;
 const MAX_SPREAD_DB = 3;
 /** No echo comes back sooner than this: the round trip to the far end and back. */
 const MIN_DELAY_MS = 40;
-/** A path the VAD has not needed while the agent spoke this long (it never fired on the echo) is dropped. */
+/** A path the VAD has not needed while the agent spoke this long (it never fired on the echo) is checked on that stretch alone. */
 const EXPIRE_AFTER_AGENT_BINS = 100;
 /** With a path known, it is estimated again every this many re-estimation intervals (1 s)… */
 const PATH_RECHECK_INTERVALS = 4;
 /** …looking this far either side of it; the whole range every FULL_SEARCH_EVERY estimates. */
 const LOCAL_SEARCH_BINS = 5;
 const FULL_SEARCH_EVERY = 4;
-/** The caller ring covers the estimation window plus the VAD's longest backlog (INBOUND_BUFFER_MS ≤ 10 s). */
+/** Both rings cover the estimation window plus the VAD's longest backlog (INBOUND_BUFFER_MS ≤ 10 s). */
 const BACKLOG_BINS = 1024;
 /** Before a path is known, echo is assumed at least this much below the agent (G.168's minimum echo return loss). */
 const PRIOR_LOSS_DB = 6;
@@ -81,7 +82,16 @@ export interface EchoPath {
   spreadDb: number;
 }
 
-export class EchoGuard {
+/** What the call session needs of an echo guard (tests substitute their own judgement). */
+export interface EchoJudge {
+  onAgentG711(bytes: Uint8Array, encoding: G711Encoding, sentAtMs: number): void;
+  onClear(atMs: number): void;
+  onCallerAudio(pcm: Int16Array, receivedAtMs: number): void;
+  isEcho(endSample: number, samples: number): boolean;
+  readonly echoPath: EchoPath | undefined;
+}
+
+export class EchoGuard implements EchoJudge {
   private readonly minLag = MIN_DELAY_MS / BIN_MS;
   private readonly maxLag: number;
   private readonly historyBins: number;
@@ -109,8 +119,9 @@ export class EchoGuard {
   private judged = false;
   private pathEstimatedAtBlock = -Infinity;
   private estimates = 0;
-  /** Agent bins with speech logged since the last `isEcho` (see EXPIRE_AFTER_AGENT_BINS). */
+  /** Agent bins with speech logged since the last `isEcho` that reached the path (see EXPIRE_AFTER_AGENT_BINS). */
   private agentBinsSinceQuery = 0;
+  private expiryCheckDue = false;
   /** Scratch for estimatePath: the window's levels, copied out of the rings once per estimate. */
   private readonly windowCaller: Float32Array;
   private readonly windowAgent: Float32Array;
@@ -122,7 +133,7 @@ export class EchoGuard {
     this.minAgentBins = Math.round((options.minAgentMs ?? 500) / BIN_MS);
     this.marginDb = options.marginDb ?? 6;
     this.reestimateBins = Math.round((options.reestimateMs ?? 250) / BIN_MS);
-    const agentSlots = this.historyBins + this.maxLag + 4 * SLACK_BINS + 64;
+    const agentSlots = this.historyBins + this.maxLag + 4 * SLACK_BINS + BACKLOG_BINS;
     this.agentDb = new Float32Array(agentSlots).fill(FLOOR_DB);
     this.agentBin = new Float64Array(agentSlots).fill(-1);
     this.callerDb = new Float32Array(this.historyBins + BACKLOG_BINS).fill(FLOOR_DB);
@@ -186,6 +197,22 @@ export class EchoGuard {
   private pushCallerLevel(db: number): void {
     this.callerDb[this.blocks % this.callerDb.length] = db;
     this.blocks++;
+    if (this.expiryCheckDue) this.checkPathStillThere();
+  }
+
+  /**
+   * The agent spoke a second without the VAD asking about its echo (see EXPIRE_AFTER_AGENT_BINS):
+   * is the echo still there? Judged on that second alone. Gone (the phone's own canceller settled,
+   * the caller took the handset): the path is dropped rather than kept through the next reply's
+   * first words. Still there, only too faint to sound like speech: it stays. Too little agent
+   * speech in that second to tell: it stays.
+   */
+  private checkPathStillThere(): void {
+    this.expiryCheckDue = false;
+    this.agentBinsSinceQuery = 0;
+    if (this.path === undefined) return;
+    const estimate = this.estimatePath(this.blocks - 1, EXPIRE_AFTER_AGENT_BINS);
+    if (estimate !== 'too little agent speech') this.path = estimate;
   }
 
   /**
@@ -198,14 +225,8 @@ export class EchoGuard {
     if (lastBlock < firstBlock) return false;
     // Nothing the agent said could be coming back in these blocks: not echo.
     if (!this.agentActiveIn(this.binOf(firstBlock) - this.maxLag - SLACK_BINS, this.binOf(lastBlock))) return false;
-    // The agent spoke a second or more and the VAD never heard its echo: whatever echo is left is
-    // too faint to be taken for speech (the phone's own canceller settled, the caller took the
-    // handset). The old path is dropped rather than kept through the next reply's first words.
-    if (this.agentBinsSinceQuery >= EXPIRE_AFTER_AGENT_BINS) {
-      this.path = undefined;
-      this.pathEstimatedAtBlock = -Infinity;
-    }
     this.agentBinsSinceQuery = 0;
+    this.expiryCheckDue = false;
     const path = this.pathAt(lastBlock);
     if (path === undefined) return this.judged ? false : this.belowRecentAgent(firstBlock, lastBlock);
     const lag = path.delayMs / BIN_MS;
@@ -274,8 +295,8 @@ export class EchoGuard {
    * two, and a room's reverberation smears an echo's syllables, which a correlation of the changes
    * would punish; neither moves the loss of a real echo by much (0.5–1 dB measured end to end).
    */
-  private estimatePath(lastBlock: number): EchoPath | undefined | 'too little agent speech' {
-    const firstBlock = Math.max(0, lastBlock - this.historyBins + 1, this.blocks - this.callerDb.length);
+  private estimatePath(lastBlock: number, windowBins = this.historyBins): EchoPath | undefined | 'too little agent speech' {
+    const firstBlock = Math.max(0, lastBlock - windowBins + 1, this.blocks - this.callerDb.length);
     const n = lastBlock - firstBlock + 1;
     if (n < this.minAgentBins) return 'too little agent speech';
     // Copied out of the rings once: the search below reads each value up to 81 times.
@@ -284,13 +305,14 @@ export class EchoGuard {
     for (let j = 0; j < n + this.maxLag; j++) this.windowAgent[j] = this.agent(firstBin - this.maxLag + j);
     // Whether the window holds enough agent speech to judge: at the current path's delay if there is
     // one (another delay's window may reach back into older speech), else at any delay. Ruling echo
-    // out takes 1.5 times the agent speech that finding a path does (see belowRecentAgent).
+    // out the first time takes 1.5 times the agent speech that finding a path does, at every delay
+    // (see belowRecentAgent): a long delay's window starts later in the agent's speech.
     const currentLag = this.path === undefined ? undefined : this.path.delayMs / BIN_MS;
     const full = currentLag === undefined || this.estimates++ % FULL_SEARCH_EVERY === 0;
     const fromLag = full ? this.minLag : Math.max(this.minLag, currentLag! - LOCAL_SEARCH_BINS);
     const toLag = full ? this.maxLag : Math.min(this.maxLag, currentLag! + LOCAL_SEARCH_BINS);
     let enough = false;
-    let mostAgentBins = 0;
+    let fewestAgentBins = Infinity;
     let best: { lag: number; variance: number } | undefined;
     for (let lag = fromLag; lag <= toLag; lag++) {
       let count = 0;
@@ -305,9 +327,9 @@ export class EchoGuard {
         sum += loss;
         sumSquares += loss * loss;
       }
+      fewestAgentBins = Math.min(fewestAgentBins, count);
       if (count < this.minAgentBins) continue;
       if (currentLag === undefined || lag === currentLag) enough = true;
-      mostAgentBins = Math.max(mostAgentBins, count);
       const variance = sumSquares / count - (sum / count) ** 2;
       if (best === undefined || variance < best.variance) best = { lag, variance };
     }
@@ -321,7 +343,7 @@ export class EchoGuard {
     const loss = medianInPlace(losses);
     for (let i = 0; i < count; i++) losses[i] = Math.abs(losses[i]! - loss);
     const spread = medianInPlace(losses);
-    if (spread > MAX_SPREAD_DB) return this.judged || mostAgentBins >= 1.5 * this.minAgentBins ? undefined : 'too little agent speech';
+    if (spread > MAX_SPREAD_DB) return this.judged || fewestAgentBins >= 1.5 * this.minAgentBins ? undefined : 'too little agent speech';
     return { delayMs: best.lag * BIN_MS, lossDb: loss, spreadDb: spread };
   }
 
@@ -336,7 +358,7 @@ export class EchoGuard {
   }
 
   private setAgent(bin: number, db: number): void {
-    if (db > ACTIVE_DB) this.agentBinsSinceQuery++;
+    if (db > ACTIVE_DB && ++this.agentBinsSinceQuery >= EXPIRE_AFTER_AGENT_BINS) this.expiryCheckDue = true;
     const slot = ((bin % this.agentDb.length) + this.agentDb.length) % this.agentDb.length;
     this.agentDb[slot] = db;
     this.agentBin[slot] = bin;

@@ -400,7 +400,10 @@ class PlaybackTimeline {
   /** What was played over [from, from + count): silence where nothing was, or a clear cut it. */
   read(from: number, count: number): Int16Array {
     const out = new Int16Array(count);
-    for (const seg of this.segments) {
+    // Segments are in playout order and never overlap: walk back from the newest, stop once past.
+    for (let i = this.segments.length - 1; i >= 0; i--) {
+      const seg = this.segments[i]!;
+      if (seg.start + seg.samples.length <= from) break;
       const start = Math.max(from, seg.start);
       const end = Math.min(from + count, seg.start + seg.samples.length);
       if (start < end) out.set(seg.samples.subarray(start - seg.start, end - seg.start), start - from);

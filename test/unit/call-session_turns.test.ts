@@ -8,6 +8,7 @@ import { loadResampler } from '../../src/audio/resampler.js';
 import type { AsrEvent, Engines, LlmRequest, Tts, TtsRequest, VadResult } from '../../src/engines/types.js';
 import type { CallEnding, CallTransport } from '../../src/telephony/transport.js';
 import type { HttpToolSpec } from '../../src/engines/local/agent-script.js';
+import type { EchoJudge } from '../../src/agent/echo-guard.js';
 
 beforeAll(loadResampler);
 
@@ -83,6 +84,7 @@ interface BuildOptions {
   degraded?: { asr: Engines['asr']; tts: Tts };
   speculativeLlm?: boolean;
   backchannelMaxMs?: number;
+  echoGuard?: EchoJudge;
 }
 
 function build(options: BuildOptions) {
@@ -113,6 +115,7 @@ function build(options: BuildOptions) {
     prompts: new PromptCache(toneTts),
     ...(options.degraded === undefined ? {} : { degraded: options.degraded }),
     ...(options.speculativeLlm === undefined ? {} : { speculativeLlm: options.speculativeLlm }),
+    ...(options.echoGuard === undefined ? {} : { echoGuard: options.echoGuard }),
     scheduler: new PlayoutScheduler(),
     logger: pino({ level: 'silent' }),
     timing: { endOfTurnSilenceMs: 500, minSpeechMs: 100, bargeInMinSpeechMs: 150, backchannelMaxMs: options.backchannelMaxMs ?? 800, vadThreshold: 0.5, outboundFrameMs: 20, outboundLeadMs: 200, maxCallSeconds: options.maxCallSeconds ?? 60 },
@@ -706,6 +709,76 @@ describe('call session: backchannels and barge-in', () => {
     silence(vad);
     await until(() => requests.length === 2);
     expect(requests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'wait one more thing' });
+    session.end('test');
+  });
+
+  /** An echo guard whose verdicts the test dictates: `next` first, then `otherwise`. */
+  function oracleGuard() {
+    const oracle = {
+      next: [] as boolean[],
+      otherwise: false,
+      asked: 0,
+      onAgentG711() {},
+      onClear() {},
+      onCallerAudio() {},
+      isEcho(): boolean {
+        oracle.asked++;
+        return oracle.next.length > 0 ? oracle.next.shift()! : oracle.otherwise;
+      },
+      echoPath: undefined,
+    };
+    return oracle;
+  }
+
+  it('meets the echo of a reply resumed after a "yeah" with the guard again (no self-interruption)', async () => {
+    const echo = oracleGuard();
+    const { session, vad, sent, events, llmRequests } = await agentSpeaking(['tell me everything', 'yeah'], LONG_REPLY, { echoGuard: echo });
+    vad.speak(8); // the caller's "yeah" passes the guard: paused, tentative
+    vad.speak(4, 0.02); // its pause: judged, resumed
+    await until(() => session.state.bargeIn === 'none' && !session.state.outputPaused);
+    const clears = sent.filter((s) => s.kind === 'clear').length;
+    // The resumed reply's echo comes back well inside the end-of-turn silence of the "yeah" run.
+    echo.otherwise = true;
+    const askedBefore = echo.asked;
+    vad.speak(12);
+    expect(echo.asked - askedBefore).toBe(12);
+    expect(sent.filter((s) => s.kind === 'clear')).toHaveLength(clears);
+    expect(session.state).toEqual({ phase: 'speaking', outputPaused: false, bargeIn: 'none' });
+    silence(vad);
+    expect(events.filter((e) => e.type === 'interrupted')).toEqual([]);
+    expect(llmRequests).toHaveLength(1);
+    session.end('test');
+  });
+
+  it('does not let stray misses of a long echo make it the caller: passing chunks must come in a row', async () => {
+    const echo = oracleGuard();
+    const { session, vad, events, llmRequests } = await agentSpeaking(['tell me everything'], LONG_REPLY, { echoGuard: echo });
+    // Echo the guard misses now and then (miss, held, miss), then holds.
+    echo.next = [false, true, false];
+    echo.otherwise = true;
+    vad.speak(20);
+    silence(vad);
+    await until(() => !session.state.outputPaused);
+    expect(session.state).toEqual({ phase: 'speaking', outputPaused: false, bargeIn: 'none' });
+    expect(events.filter((e) => e.type === 'interrupted')).toEqual([]);
+    expect(llmRequests).toHaveLength(1);
+    session.end('test');
+  });
+
+  it('lets the caller’s speech through whole once two chunks in a row passed the guard', async () => {
+    const echo = oracleGuard();
+    const { session, vad, events, llmRequests } = await agentSpeaking(['tell me everything', 'stop that'], LONG_REPLY, { echoGuard: echo });
+    // The caller's first two chunks pass; later ones the guard would hold (the echo of what played
+    // before the clear is predicted there) are not even asked about.
+    echo.next = [false, false];
+    echo.otherwise = true;
+    const askedBefore = echo.asked;
+    vad.speak(30);
+    expect(echo.asked - askedBefore).toBe(2);
+    silence(vad);
+    await until(() => llmRequests.length === 2);
+    expect(events.filter((e) => e.type === 'interrupted')).toHaveLength(1);
+    expect(llmRequests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'stop that' });
     session.end('test');
   });
 
