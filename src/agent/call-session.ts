@@ -373,10 +373,12 @@ export class CallSession implements CallEventSink {
 
   private onEndpoint(event: EndpointEvent): void {
     if (event.type === 'speech_onset') this.emit({ type: 'speech_onset', atMs: performance.now() });
-    // After a pause the agent may speak again (a cough or a "yeah" resumes it) before the run
-    // ends: its echo must meet the guard again.
-    if (event.type === 'silence_gap') this.unheldInRun = 0;
-    if (event.type === 'silence_gap') this.maybeSpeculate();
+    if (event.type === 'silence_gap') {
+      // After a pause the agent may speak again (a cough or a "yeah" resumes it) before the run
+      // ends: its echo must meet the guard again.
+      this.unheldInRun = 0;
+      this.maybeSpeculate();
+    }
     // The caller went on after the pause: what was guessed from the partial is stale.
     if (event.type === 'speech_progress' && this.speculation !== undefined) this.cancelSpeculation('caller went on');
     if (event.type === 'turn_end' && this.turn === undefined) this.turn = this.newTurnRecord();
