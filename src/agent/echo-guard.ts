@@ -20,14 +20,14 @@
  *     2 dB per 10 ms) minus that loss, plus a 6 dB margin (and than −55 dBFS).
  *     Anything louder is the caller talking over the agent, and goes through.
  *
- * Until the call has had enough agent speech to find a path or rule one out (0.5–0.75 s of it), the
- * rule of the phone network's echo cancellers applies instead (Geigel's): audio at least 6 dB below
- * the loudest agent audio of 40–800 ms before is taken for echo. When the VAD has not needed a path
- * for a second of agent speech, that second alone decides whether the echo is still there; if not,
- * the path is dropped. Without agent audio in the last
- * 800 ms, or once the line is known to have no echo path, nothing is held back: on a clean line a
- * caller is only ever held back during the agent's first second, and only if 6 dB under it.
- * Pure: times and audio are arguments.
+ * Until a path is found, or the call has had enough agent speech to rule one out at every delay
+ * (0.75 s of it at each: 1–2 s in all), the rule of the phone network's echo cancellers applies
+ * instead (Geigel's): audio at least 6 dB below the loudest agent audio of 40–800 ms before is taken
+ * for echo. When the VAD has not needed a path for a second of agent speech, that second alone
+ * decides whether the echo is still there; if not, the path is dropped. Without agent audio in the
+ * last 800 ms, or once the line is known to have no echo path, nothing is held back: on a clean
+ * line a caller is only ever held back during the agent's first 1–2 s, and only if 6 dB under its
+ * recent peak. Pure: times and audio are arguments.
  */
 
 import { decodeG711, type G711Encoding } from '../audio/g711.js';
@@ -64,7 +64,7 @@ const SLACK_BINS = 2;
 export interface EchoGuardOptions {
   /** Longest echo delay searched: the round trip to the far end plus its playout buffer (default 800 ms). */
   maxDelayMs?: number;
-  /** Window over which the envelopes are correlated (default 2000 ms). */
+  /** Window over which the envelopes are compared (default 2000 ms). */
   historyMs?: number;
   /** Agent audio the window must hold before a path is trusted (default 500 ms). */
   minAgentMs?: number;
