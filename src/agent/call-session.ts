@@ -602,8 +602,9 @@ export class CallSession implements CallEventSink {
     void words.then((text) => {
       // The words may be missing, not absent: do not resume over what nobody heard.
       if (this.failedAsr.has(stream)) return decide(false, { text, reason: 'the recognizer failed' });
-      const answering = isBackchannel(text) && this.isAnsweringQuestion();
-      decide(isBackchannel(text) && !answering, answering ? { text, reason: 'answers the question' } : { text });
+      const acknowledgement = isBackchannel(text);
+      const answering = acknowledgement && this.isAnsweringQuestion();
+      decide(acknowledgement && !answering, answering ? { text, reason: 'answers the question' } : { text });
     });
   }
 

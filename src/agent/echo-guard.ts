@@ -31,6 +31,7 @@
  */
 
 import { decodeG711, type G711Encoding } from '../audio/g711.js';
+import { levelDbfs } from '../audio/level.js';
 
 const BIN_MS = 10;
 const SAMPLES_PER_BIN = 80;
@@ -380,16 +381,12 @@ function medianInPlace(values: Float32Array): number {
   return values[values.length >> 1] ?? 0;
 }
 
-/** Mean power of `count` samples in dBFS, floored at FLOOR_DB. */
+/** Level of `count` samples in dBFS, floored at FLOOR_DB. */
 function levelDb(pcm: Int16Array, offset: number, count: number): number {
-  let sum = 0;
-  for (let i = offset; i < offset + count; i++) {
-    const s = pcm[i]!;
-    sum += s * s;
-  }
-  return powerDb(sum / count);
+  return Math.max(FLOOR_DB, levelDbfs(pcm, offset, count));
 }
 
+/** The same from a mean square (the G.711 path sums powers from a table). */
 function powerDb(meanSquare: number): number {
   return Math.max(FLOOR_DB, 10 * Math.log10(meanSquare / (32768 * 32768) + 1e-12));
 }

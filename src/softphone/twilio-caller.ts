@@ -412,13 +412,9 @@ class PlaybackTimeline {
   }
 
   render(totalSamples: number): Int16Array {
-    const out = new Int16Array(totalSamples);
-    for (const seg of this.segments) {
-      if (seg.start >= totalSamples) continue;
-      out.set(seg.samples.subarray(0, totalSamples - seg.start), seg.start);
-    }
-    return out;
+    return this.read(0, totalSamples);
   }
+
 }
 
 // ── The call ─────────────────────────────────────────────────────────────────────────────────────

@@ -2,7 +2,8 @@
 // model, a long utterance cannot gate itself out, and a quieter line is re-learned.
 import { describe, expect, it } from 'vitest';
 import { speechGateFor } from '../../src/engines/load-engines.js';
-import { levelDbfs, SpeechGate } from '../../src/engines/local/speech-gate.js';
+import { levelDbfs } from '../../src/audio/level.js';
+import { SpeechGate } from '../../src/engines/local/speech-gate.js';
 
 /** Feeds chunk levels through the gate with a model that says `speech(level)`; returns which chunks went to the model. */
 function run(gate: SpeechGate, levels: number[], speech: (level: number, index: number) => number = () => 0.01): boolean[] {

@@ -20,9 +20,10 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { DropOldestAudioBuffer } from '../../audio/inbound-buffer.js';
+import { levelDbfs } from '../../audio/level.js';
 import type { Vad, VadResult, VadStream } from '../types.js';
 import { deriveSilero8kGraph } from './silero-8k-graph.js';
-import { levelDbfs, SpeechGate, type SpeechGateOptions } from './speech-gate.js';
+import { SpeechGate, type SpeechGateOptions } from './speech-gate.js';
 
 export const SAMPLE_RATE = 8000;
 export const CHUNK = 256;

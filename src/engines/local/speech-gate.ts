@@ -34,15 +34,6 @@ export interface SpeechGateOptions {
   holdProbability?: number;
 }
 
-const LEVEL_FLOOR_DBFS = -96;
-
-/** RMS level of PCM16 samples in dBFS (digital silence: −96). */
-export function levelDbfs(samples: Int16Array): number {
-  let sum = 0;
-  for (let i = 0; i < samples.length; i++) sum += samples[i]! * samples[i]!;
-  const rms = Math.sqrt(sum / Math.max(1, samples.length));
-  return rms === 0 ? LEVEL_FLOOR_DBFS : Math.max(LEVEL_FLOOR_DBFS, 20 * Math.log10(rms / 32768));
-}
 
 export class SpeechGate {
   private readonly absoluteGate: number;
