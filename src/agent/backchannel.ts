@@ -44,3 +44,20 @@ export function isBackchannel(text: string): boolean {
   }
   return true;
 }
+
+/** Words that close a call, beside acknowledgement ("thanks, bye", "thank you so much, take care"). */
+const CLOSING_TOKENS = new Set([
+  'bye', 'goodbye', 'bye-bye', 'byebye', 'thanks', 'thank', 'you', 'cheers', 'later', 'see', 'ya',
+  'have', 'a', 'nice', 'day', 'evening', 'night', 'weekend', 'too', 'much', 'so', 'very', 'appreciate', 'it', 'take', 'care',
+]);
+
+/**
+ * True when the words only acknowledge or return a goodbye ("okay", "thanks bye", "you too, bye"):
+ * said over the agent's closing line, they do not keep the call open. Anything else ("wait", "one
+ * more thing", a question) does.
+ */
+export function isClosingAcknowledgement(text: string): boolean {
+  if (isBackchannel(text)) return true;
+  const words = tokens(text);
+  return words.length > 0 && words.every((word) => BACKCHANNEL_TOKENS.has(word) || CLOSING_TOKENS.has(word));
+}

@@ -23,7 +23,7 @@ import { BUILT_IN_TOOLS, parseBuiltInToolCall } from './built-in-tools.js';
 import { fitToBudget, type ConversationSummarizer } from './context-budget.js';
 import { HttpToolRunner, TOOL_FILLER_AFTER_MS, toolSpecs, type ToolResult } from './http-tools.js';
 import { Speculation, sameUtterance } from './speculation.js';
-import { isBackchannel } from './backchannel.js';
+import { isBackchannel, isClosingAcknowledgement } from './backchannel.js';
 import { EchoGuard, type EchoJudge } from './echo-guard.js';
 
 /**
@@ -206,6 +206,11 @@ export class CallSession implements CallEventSink {
   private readonly flushedMarks = new Map<string, number>();
   /** What happens to the call once the current reply has played, and the reason the session records. */
   private pendingEnding: { ending: CallEnding; endReason: string } | undefined;
+  /**
+   * The closing line ended while the caller was speaking over it: the ending waits for their words
+   * (a goodbye back ends the call; anything else is answered and the call goes on).
+   */
+  private endingAwaitsWords: { ending: CallEnding; endReason: string } | undefined;
   private turn: TurnRecord | undefined;
   private readonly listeners = new Set<(event: SessionEvent) => void>();
   private readonly maxDurationTimer: NodeJS.Timeout;
@@ -498,6 +503,20 @@ export class CallSession implements CallEventSink {
 
   private onUserText(turn: TurnRecord, userText: string): void {
     if (this.ended) return;
+    const closing = this.endingAwaitsWords;
+    if (closing !== undefined) {
+      this.endingAwaitsWords = undefined;
+      // A goodbye back (or nothing recognizable, unless the recognizer failed) ends the call as the
+      // agent meant to; anything else is answered, and the agent may end the call again afterwards.
+      if (userText === '' ? !this.apologyDue : isClosingAcknowledgement(userText)) {
+        if (userText !== '') this.recordUserTurn(turn, userText);
+        this.logger.info({ event: 'call_ending', ending: closing.ending, ...(userText === '' ? {} : { text: userText }) }, 'agent ends the call');
+        this.transport.finish(closing.ending);
+        this.end(closing.endReason);
+        return;
+      }
+      this.logger.info({ event: 'call_ending_cancelled', ending: closing.ending }, 'caller went on after the closing words; the call goes on');
+    }
     if (userText === '') {
       this.cancelSpeculation('empty turn');
       if (this.apologyDue) {
@@ -512,12 +531,16 @@ export class CallSession implements CallEventSink {
     }
     // Words were heard after all: an apology held for a failed part of this turn is moot.
     this.apologyDue = false;
+    this.recordUserTurn(turn, userText);
+    this.startReply(turn);
+  }
+
+  private recordUserTurn(turn: TurnRecord, userText: string): void {
     turn.userText = userText;
     turn.index = this.turns.length;
     this.turns.push(turn);
     this.conversation.push({ role: 'user', content: userText });
     this.logger.info({ event: 'user_turn', turn: turn.index, text: userText }, 'caller said');
-    this.startReply(turn);
   }
 
   private cancelPendingReply(): void {
@@ -602,7 +625,8 @@ export class CallSession implements CallEventSink {
     void words.then((text) => {
       // The words may be missing, not absent: do not resume over what nobody heard.
       if (this.failedAsr.has(stream)) return decide(false, { text, reason: 'the recognizer failed' });
-      const acknowledgement = isBackchannel(text);
+      // Over the closing line, a goodbye back is acknowledgement too: the line plays out and the call ends.
+      const acknowledgement = this.pendingEnding !== undefined ? isClosingAcknowledgement(text) : isBackchannel(text);
       const answering = acknowledgement && this.isAnsweringQuestion();
       decide(acknowledgement && !answering, answering ? { text, reason: 'answers the question' } : { text });
     });
@@ -994,9 +1018,10 @@ export class CallSession implements CallEventSink {
     if (pending !== undefined && utterance.kind !== 'greeting') {
       this.pendingEnding = undefined;
       if (this.state.phase === 'listening' || this.state.phase === 'thinking') {
-        // The caller spoke up before the last words were out (a barge-in still being judged): the
-        // conversation goes on, and the agent may end the call again after answering.
-        this.logger.info({ event: 'call_ending_cancelled', ending: pending.ending }, 'caller spoke over the closing words; the call goes on');
+        // The caller spoke up before the last words were out (a barge-in still being judged): what
+        // they said decides (see onUserText).
+        this.endingAwaitsWords = pending;
+        this.logger.info({ event: 'call_ending_held', ending: pending.ending }, 'caller spoke over the closing words; their words decide');
         return;
       }
       this.logger.info({ event: 'call_ending', ending: pending.ending }, 'agent ends the call');

@@ -712,6 +712,48 @@ describe('call session: backchannels and barge-in', () => {
     session.end('test');
   });
 
+  it('hangs up when the caller says goodbye back over the end of the closing words, and records their words', async () => {
+    const { session, vad, sent, endings, requests } = build({ asrTexts: ['ok bye', 'thanks, bye'] });
+    vad.speak(10);
+    silence(vad);
+    await until(() => sent.some((s) => s.name?.endsWith(':end')));
+    await new Promise((r) => setTimeout(r, 350));
+    vad.speak(8); // "thanks, bye" starts before the goodbye's end mark comes back
+    for (const m of sent.filter((s) => s.kind === 'mark')) session.onMarkEcho(m.name!);
+    expect(endings).toEqual([]);
+    silence(vad);
+    await until(() => session.isEnded);
+    expect(endings).toEqual([{ kind: 'hang_up', reason: 'end_call' }]);
+    expect(session.endReason).toBe('agent_hung_up');
+    expect(requests).toHaveLength(1); // nothing answered the goodbye back
+    expect(session.conversation.at(-1)).toEqual({ role: 'user', content: 'thanks, bye' });
+    expect(session.turns.map((t) => t.userText)).toEqual(['ok bye', 'thanks, bye']);
+  });
+
+  it('lets the closing words play out over "okay, bye" said in their middle, then hangs up', async () => {
+    const requests: LlmRequest[] = [];
+    const { session, vad, sent, endings, events } = await agentSpeaking(['ok bye', 'okay thank you bye'], 'unused', {
+      llm: {
+        name: 'closing',
+        async *generate(request) {
+          requests.push(request);
+          yield { type: 'text', delta: 'Glad to help. Goodbye for now.' };
+          yield { type: 'tool_call', call: { id: 't1', name: 'end_call', arguments: {} } };
+        },
+      },
+    });
+    vad.speak(8); // tentative barge-in over the closing line
+    expect(session.state.bargeIn).toBe('tentative');
+    vad.speak(4, 0.02); // its pause: judged
+    await until(() => events.some((e) => e.type === 'backchannel_judged'));
+    expect(events.find((e) => e.type === 'backchannel_judged')).toMatchObject({ backchannel: true, text: 'okay thank you bye' });
+    expect(session.state.phase).toBe('speaking');
+    await until(() => sent.some((s) => s.name?.endsWith(':end')));
+    for (const m of sent.filter((s) => s.kind === 'mark')) session.onMarkEcho(m.name!);
+    expect(endings).toEqual([{ kind: 'hang_up', reason: 'end_call' }]);
+    expect(requests).toHaveLength(1); // the closing line's own; nothing answered "okay thank you bye"
+  });
+
   /** An echo guard whose verdicts the test dictates: `next` first, then `otherwise`. */
   function oracleGuard() {
     const oracle = {
