@@ -203,6 +203,9 @@ export function loadConfig(env: Env = process.env): Config {
 
   const outboundFrameMs = read.int('OUTBOUND_FRAME_MS', 20, 20, 60);
   if (![20, 40, 60].includes(outboundFrameMs)) read.problems.push(`OUTBOUND_FRAME_MS=${outboundFrameMs} must be 20, 40 or 60`);
+  const outboundLeadMs = read.int('OUTBOUND_LEAD_MS', 100, 20, 200);
+  // A message is sent once it fits in the lead: a lead shorter than one message would send nothing.
+  if (outboundLeadMs < outboundFrameMs) read.problems.push(`OUTBOUND_LEAD_MS=${outboundLeadMs} must be at least OUTBOUND_FRAME_MS (${outboundFrameMs})`);
 
   const engines: EngineChoice = {
     vad: read.choice('VAD_ENGINE', ['local', 'triton'] as const, 'local'),
@@ -257,7 +260,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     audio: {
       outboundFrameMs: outboundFrameMs as OutboundFrameMs,
-      outboundLeadMs: read.int('OUTBOUND_LEAD_MS', 100, 20, 200),
+      outboundLeadMs,
       inboundBufferMs: read.int('INBOUND_BUFFER_MS', 2000, 100, 10000),
     },
     // Each worker decodes one caller utterance at a time (~105 MB each). Past two per core, extra

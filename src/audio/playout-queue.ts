@@ -38,6 +38,10 @@ export class PlayoutQueue {
     if (options.frameMs % FRAME_MS !== 0 || options.frameMs <= 0) {
       throw new Error(`frameMs must be a positive multiple of ${FRAME_MS}, got ${options.frameMs}`);
     }
+    if (options.leadMs < options.frameMs) {
+      // A message goes out once it fits in the lead: with less than one message of lead, none ever would.
+      throw new Error(`leadMs (${options.leadMs}) must be at least frameMs (${options.frameMs})`);
+    }
     this.messageBytes = (options.frameMs / FRAME_MS) * FRAME_BYTES;
   }
 
@@ -113,7 +117,8 @@ export class PlayoutQueue {
       const data = item.data.subarray(this.headOffset, end);
       this.inFlight.push({ kind: 'audio', data, startMs: this.sentMs });
       this.sentMs += bytesToMs(data.length);
-      out.push({ kind: 'audio', data, latenessMs: Math.max(0, nowMs - idealSendMs) });
+      // Nothing can go out before its timeline starts: the lead's worth sent at the start is on time.
+      out.push({ kind: 'audio', data, latenessMs: Math.max(0, nowMs - Math.max(idealSendMs, this.epochMs)) });
       if (end === item.data.length) this.advance();
       else this.headOffset = end;
     }

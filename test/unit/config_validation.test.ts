@@ -52,6 +52,11 @@ describe('configuration', () => {
     }
   });
 
+  it('refuses an outbound lead shorter than one outbound message (nothing would ever be sent)', () => {
+    expect(() => loadConfig({ ...base, OUTBOUND_FRAME_MS: '60', OUTBOUND_LEAD_MS: '40' })).toThrow(/OUTBOUND_LEAD_MS=40 must be at least OUTBOUND_FRAME_MS \(60\)/);
+    expect(loadConfig({ ...base, OUTBOUND_FRAME_MS: '60', OUTBOUND_LEAD_MS: '60' }).audio.outboundLeadMs).toBe(60);
+  });
+
   it('rejects an account SID that is not AC plus 32 hex digits', () => {
     expect(() => loadConfig({ ...base, TWILIO_ACCOUNT_SID: 'AC123' })).toThrow(/TWILIO_ACCOUNT_SID/);
   });

@@ -25,6 +25,18 @@ describe('playout queue', () => {
     for (const size of sizes) expect(size % 160).toBe(0);
   });
 
+  it('refuses a lead shorter than one message, which would never let a message out', () => {
+    expect(() => new PlayoutQueue({ frameMs: 60, leadMs: 40 })).toThrow(/leadMs \(40\) must be at least frameMs \(60\)/);
+  });
+
+  it('counts the lead sent at the start of a timeline as on time, not as late', () => {
+    const queue = new PlayoutQueue({ frameMs: 20, leadMs: 100 });
+    queue.enqueueAudio(frames(8));
+    const start = audio(queue.pull(0));
+    expect(start).toHaveLength(5);
+    for (const message of start) expect(message).toMatchObject({ latenessMs: 0 });
+  });
+
   it('refuses audio that is not whole frames', () => {
     const queue = new PlayoutQueue({ frameMs: 20, leadMs: 100 });
     expect(() => queue.enqueueAudio(new Uint8Array(100))).toThrow(/whole 160-byte frames/);
