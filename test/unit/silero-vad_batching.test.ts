@@ -1,6 +1,6 @@
 // Guards the shared Silero VAD: real speech detected, calls batched into one inference, silence answered for free, order kept.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { SileroVad, type SileroInference } from '../../src/engines/local/silero-vad.js';
+import { SileroVad, WorkerSileroInference, type SileroInference } from '../../src/engines/local/silero-vad.js';
 import type { VadResult } from '../../src/engines/types.js';
 import { phoneSpeech, RECORDINGS, timeline } from '../helpers/speech.js';
 
@@ -157,6 +157,23 @@ describe('Silero VAD (shared, batched)', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(dying.failure).toBeDefined();
     await dying.close();
+  });
+});
+
+describe('Silero VAD inference thread', () => {
+  it('closes after the inferences in flight, by letting the thread exit rather than killing it', async () => {
+    const inference = await WorkerSileroInference.start();
+    const worker = (inference as unknown as { worker: { terminate(): Promise<number>; once(event: 'exit', listener: (code: number) => void): void } }).worker;
+    const terminate = vi.spyOn(worker, 'terminate');
+    const exitCode = new Promise<number>((resolve) => worker.once('exit', resolve));
+    const size = 64;
+    const inFlight = [1, 2, 3].map(() => inference.run(size, new Float32Array(size * 288), new Float32Array(2 * size * 128)));
+    await inference.close();
+    // Every run sent before the close was answered, and the thread left on its own (exit code 0).
+    for (const reply of await Promise.all(inFlight)) expect(reply.probabilities).toHaveLength(size);
+    expect(await exitCode).toBe(0);
+    expect(terminate).not.toHaveBeenCalled();
+    await expect(inference.run(1, new Float32Array(288), new Float32Array(256))).rejects.toThrow(/exited/);
   });
 });
 

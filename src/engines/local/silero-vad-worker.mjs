@@ -84,10 +84,23 @@ if (missing.length === 0) {
   }
 }
 
-parentPort.on('message', async (message) => {
+// One message at a time, in order: `session.run` yields (onnxruntime-node runs it from a
+// setImmediate), and a close must not release the session under a run still in flight.
+let done = Promise.resolve();
+parentPort.on('message', (message) => {
+  done = done.then(() => handle(message));
+});
+
+let closed = false;
+async function handle(message) {
+  if (closed) return;
   if (message.type === 'close') {
-    await session.release();
-    parentPort.close();
+    closed = true;
+    try {
+      await session.release();
+    } finally {
+      parentPort.close(); // nothing else keeps this thread alive: it exits
+    }
     return;
   }
   const { id, size, input, state } = message;
@@ -101,5 +114,5 @@ parentPort.on('message', async (message) => {
   } catch (error) {
     parentPort.postMessage({ id, error: String(error?.message ?? error) });
   }
-});
+}
 parentPort.postMessage({ type: 'ready', missing, graph, fallbackReason });

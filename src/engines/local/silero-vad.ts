@@ -31,6 +31,8 @@ export const CHUNK = 256;
 export const CONTEXT = 32;
 export const STATE_SIZE = 128;
 const MAX_BATCH = 256;
+/** How long the inference thread gets to release its session and exit on close. */
+const WORKER_CLOSE_TIMEOUT_MS = 2000;
 /** See `SileroVad.batchDue`: a chunk in speech waits at most this long for other calls' chunks. */
 export const DEFAULT_BATCH_WINDOW_MS = 24;
 /** After this many chunks answered by the gate, the recurrent state starts afresh (see answerQuietChunks). */
@@ -141,9 +143,18 @@ export class WorkerSileroInference implements SileroInference {
     });
   }
 
+  /**
+   * Lets the thread release its session and exit by itself; `terminate()` while it is inside
+   * onnxruntime's native code can bring the whole process down. Terminated only if it hangs.
+   */
   async close(): Promise<void> {
+    if (this.workerGone !== undefined) return;
+    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
     this.worker.postMessage({ type: 'close' });
-    await this.worker.terminate();
+    const hung = setTimeout(() => void this.worker.terminate(), WORKER_CLOSE_TIMEOUT_MS);
+    hung.unref();
+    await exited;
+    clearTimeout(hung);
   }
 
   /** The inference thread is gone for good: fail what waits on it and everything sent later. */
