@@ -40,7 +40,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { Session } from 'node:inspector/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { performance, PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -82,6 +82,10 @@ export interface LoadCase {
   closedByServer: number;
   machineBusy: number;
   serverElu: number;
+  /** Main-thread garbage-collection pauses in the window: how many, ms per second, the longest. */
+  gcPauses: number;
+  gcMsPerSecond: number;
+  gcMaxMs: number;
   callerCpuMsPerSecond: number;
   callerTickLateP99: number;
   /** VAD chunks per call-second in the window (ours only; 31.25 means every frame was analysed). */
@@ -324,8 +328,14 @@ async function measure(probe: Probe, windowS: number, warmupS: number, callers: 
     const t0 = performance.now();
     const profiling = await startWindowProfile();
     const threads0 = threadCpuMs();
+    const gcPauses: number[] = [];
+    const gcObserver = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) gcPauses.push(entry.duration);
+    });
+    gcObserver.observe({ entryTypes: ['gc'] });
     child.send({ type: 'measure-start' });
     await sleep(windowS * 1000);
+    gcObserver.disconnect();
     await profiling?.stop(`${probe.server}-${probe.frameMs}ms-${probe.calls}calls`);
     if (process.env['BENCH_THREADS'] === '1') {
       const threads1 = threadCpuMs();
@@ -396,6 +406,9 @@ async function measure(probe: Probe, windowS: number, warmupS: number, callers: 
       closedByServer: stats.callsClosedByServer,
       machineBusy,
       serverElu: elu,
+      gcPauses: gcPauses.length,
+      gcMsPerSecond: gcPauses.reduce((a, b) => a + b, 0) / wallS,
+      gcMaxMs: Math.max(0, ...gcPauses),
       callerCpuMsPerSecond: stats.cpuMs / (stats.windowMs / 1000),
       callerTickLateP99: stats.tickLateP99,
       vadChunksPerCallSecond: vadChunks / callSeconds,
@@ -657,6 +670,9 @@ function printCases(cases: LoadCase[]): void {
   );
   for (const c of cases) {
     if (c.saturated.length > 0) console.log(`  SATURATED: ${c.server} ${c.frameMs} ms × ${c.calls} calls: ${c.saturated.join('; ')}`);
+  }
+  for (const c of cases) {
+    console.log(`  ${c.server} #${c.round} ${c.frameMs} ms × ${c.calls}: main-thread GC ${c.gcPauses} pauses, ${fmt(c.gcMsPerSecond, 1)} ms/s, longest ${fmt(c.gcMaxMs, 1)} ms`);
   }
   for (const c of cases.filter((x) => x.server === 'ours')) {
     console.log(

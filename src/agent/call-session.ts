@@ -7,6 +7,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { SAMPLE_RATE_8K, bytesToMs } from '../audio/frames.js';
+import { DropOldestAudioBuffer } from '../audio/inbound-buffer.js';
 import { PlayoutQueue, type PlayoutMessage } from '../audio/playout-queue.js';
 import type { PlayoutScheduler, PlayoutSink } from '../audio/playout-scheduler.js';
 import type { Asr, AsrStream, ChatMessage, Engines, LlmEvent, ToolCall, Tts, VadResult, VadStream } from '../engines/types.js';
@@ -182,8 +183,8 @@ export class CallSession implements CallEventSink {
   /** Echo-held audio since the last silence (see onVad). */
   private heldBeforeOnsetMs = 0;
   private readonly endpointer: Endpointer;
-  private readonly preRoll: Int16Array[] = [];
-  private preRollSamples = 0;
+  /** The latest caller audio, for a turn's recognition to start before its confirmed onset (a ring: no reference to the frames is kept). */
+  private readonly preRoll = new DropOldestAudioBuffer((PRE_ROLL_BUFFER_MS * SAMPLE_RATE_8K) / 1000);
   private asr: AsrStream | undefined;
   /** Ended utterances still waiting for their final: cancelled if the call ends first. */
   private readonly finishingAsr = new Set<AsrStream>();
@@ -300,10 +301,7 @@ export class CallSession implements CallEventSink {
     this.vad.push(pcm8k);
     if (this.asr !== undefined) this.asr.push(pcm8k);
     this.preRoll.push(pcm8k);
-    this.preRollSamples += pcm8k.length;
     this.receivedSamples += pcm8k.length;
-    const limit = (PRE_ROLL_BUFFER_MS * SAMPLE_RATE_8K) / 1000;
-    while (this.preRollSamples - (this.preRoll[0]?.length ?? 0) >= limit) this.preRollSamples -= this.preRoll.shift()!.length;
   }
 
   onDtmf(digit: string): void {
@@ -460,14 +458,8 @@ export class CallSession implements CallEventSink {
     const heldMs = Math.min(this.heldBeforeOnsetMs, MAX_HELD_PRE_ROLL_MS);
     this.heldBeforeOnsetMs = 0;
     const preRoll = options.preRollSamples ?? ((PRE_ROLL_MS + heldMs) * SAMPLE_RATE_8K) / 1000;
-    let skip = Math.max(0, this.preRollSamples - preRoll);
-    for (const chunk of this.preRoll) {
-      if (skip >= chunk.length) skip -= chunk.length;
-      else {
-        stream.push(skip > 0 ? chunk.subarray(skip) : chunk);
-        skip = 0;
-      }
-    }
+    const audio = this.preRoll.latest(preRoll);
+    if (audio.length > 0) stream.push(audio);
     this.asr = stream;
   }
 

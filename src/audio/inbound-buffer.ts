@@ -70,6 +70,18 @@ export class DropOldestAudioBuffer {
     return out;
   }
 
+  /** A copy of the newest `count` samples (all buffered ones if fewer), leaving them buffered. */
+  latest(count: number): Int16Array {
+    const n = Math.max(0, Math.min(Math.floor(count), this.samples));
+    const out = new Int16Array(n);
+    const capacity = this.capacitySamples;
+    const from = (this.start + this.samples - n) % capacity;
+    const first = Math.min(n, capacity - from);
+    out.set(this.ring.subarray(from, from + first), 0);
+    if (first < n) out.set(this.ring.subarray(0, n - first), first);
+    return out;
+  }
+
   /** Drops the next `count` samples (all buffered ones if fewer). */
   skip(count: number): void {
     const n = Math.min(count, this.samples);

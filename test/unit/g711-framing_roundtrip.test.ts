@@ -127,6 +127,24 @@ describe('inbound buffer', () => {
     expect(buffer.bufferedSamples).toBe(0);
   });
 
+  it('copies out the newest samples for a pre-roll, across the ring\'s end, without taking them', () => {
+    const buffer = new DropOldestAudioBuffer(500);
+    const ramp = (from: number, n: number): Int16Array => Int16Array.from({ length: n }, (_, i) => from + i);
+    for (let next = 0; next < 160 * 13; next += 160) {
+      buffer.push(ramp(next, 160));
+      const newest = buffer.latest(300);
+      const buffered = Math.min(500, next + 160);
+      expect(newest.length).toBe(Math.min(300, buffered));
+      expect(Array.from(newest)).toEqual(Array.from(ramp(next + 160 - newest.length, newest.length)));
+      expect(buffer.bufferedSamples).toBe(buffered);
+    }
+    const copy = buffer.latest(10);
+    buffer.push(new Int16Array(500)); // overwrites the whole ring
+    expect(Array.from(copy)).toEqual(Array.from(ramp(160 * 13 - 10, 10)));
+    expect(buffer.latest(1000).length).toBe(500);
+    expect(new DropOldestAudioBuffer(10).latest(5).length).toBe(0);
+  });
+
   it('returns nothing until a whole chunk is buffered', () => {
     const buffer = new DropOldestAudioBuffer(1000);
     buffer.push(new Int16Array(100));
