@@ -34,6 +34,7 @@
  *
  *   npx tsx bench/load.ts [--frames 20,40,60] [--calls 50,200] [--seconds 15] [--rounds 3] [--phases spread|aligned] [--gate on|off] [--echo-guard on|off] [--noise-dbfs=-65] [--triton-vad host:port]
  *   BENCH_CPU_PROFILE=/tmp/profiles npx tsx bench/load.ts …   (a .cpuprofile per case's window)
+ *   BENCH_HEAP_PROFILE=/tmp/profiles npx tsx bench/load.ts …  (a .heapprofile of each case's allocations)
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -425,20 +426,32 @@ async function measure(probe: Probe, windowS: number, warmupS: number, callers: 
 
 /**
  * With BENCH_CPU_PROFILE=<dir>, the measurement window of each case is profiled (this thread only:
- * the server or the floor, not the callers or the VAD's thread) into <dir>/<case>.cpuprofile.
+ * the server or the floor, not the callers or the VAD's thread) into <dir>/<case>.cpuprofile; with
+ * BENCH_HEAP_PROFILE=<dir>, its allocations are sampled into <dir>/<case>.heapprofile.
  */
 async function startWindowProfile(): Promise<{ stop: (name: string) => Promise<void> } | undefined> {
   const dir = process.env['BENCH_CPU_PROFILE'];
-  if (dir === undefined || dir === '') return undefined;
+  const heapDir = process.env['BENCH_HEAP_PROFILE'];
+  if ((dir === undefined || dir === '') && (heapDir === undefined || heapDir === '')) return undefined;
   const session = new Session();
   session.connect();
-  await session.post('Profiler.enable');
-  await session.post('Profiler.start');
+  if (dir) {
+    await session.post('Profiler.enable');
+    await session.post('Profiler.start');
+  }
+  if (heapDir) await session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
   return {
     stop: async (name) => {
-      const { profile } = await session.post('Profiler.stop');
-      mkdirSync(dir, { recursive: true });
-      writeFileSync(join(dir, `${name}.cpuprofile`), JSON.stringify(profile));
+      if (dir) {
+        const { profile } = await session.post('Profiler.stop');
+        mkdirSync(dir, { recursive: true });
+        writeFileSync(join(dir, `${name}.cpuprofile`), JSON.stringify(profile));
+      }
+      if (heapDir) {
+        const { profile } = await session.post('HeapProfiler.stopSampling');
+        mkdirSync(heapDir, { recursive: true });
+        writeFileSync(join(heapDir, `${name}.heapprofile`), JSON.stringify(profile));
+      }
       session.disconnect();
     },
   };
