@@ -1,4 +1,5 @@
 // Guards the shared Silero VAD: real speech detected, calls batched into one inference, silence answered for free, order kept.
+import { spawnSync } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SileroVad, WorkerSileroInference, type SileroInference } from '../../src/engines/local/silero-vad.js';
 import type { VadResult } from '../../src/engines/types.js';
@@ -174,6 +175,13 @@ describe('Silero VAD inference thread', () => {
     expect(await exitCode).toBe(0);
     expect(terminate).not.toHaveBeenCalled();
     await expect(inference.run(1, new Float32Array(288), new Float32Array(256))).rejects.toThrow(/exited/);
+  });
+
+  it('keeps a script alive until the thread has closed, so the code after close() runs', () => {
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'test/fixtures/close-vad-then-exit.ts'], { encoding: 'utf8', timeout: 30_000 });
+    expect(run.stderr).not.toMatch(/Error/);
+    expect(run.status).toBe(0);
+    expect(run.stdout.trim()).toBe('closed');
   });
 });
 

@@ -150,6 +150,8 @@ export class WorkerSileroInference implements SileroInference {
   async close(): Promise<void> {
     if (this.workerGone !== undefined) return;
     const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
+    // Unreferenced while it serves; while it closes, the wait for its exit must keep the process up.
+    this.worker.ref();
     this.worker.postMessage({ type: 'close' });
     const hung = setTimeout(() => void this.worker.terminate(), WORKER_CLOSE_TIMEOUT_MS);
     hung.unref();
