@@ -32,6 +32,13 @@ import { EchoGuard, type EchoJudge } from './echo-guard.js';
  * the agent stops and answers rather than repeating the question's tail and dropping the "yes".
  */
 const ANSWER_WINDOW_MS = 1500;
+/** What happens to the call once the closing words have played; `forced`: it happens whatever the caller says. */
+interface PendingEnding {
+  ending: CallEnding;
+  endReason: string;
+  forced?: boolean;
+}
+
 /**
  * How long a paused reply waits for the final transcript of a possible backchannel. A short
  * utterance's final takes ~20–40 ms on an idle recognizer, but the local one queues streams for a
@@ -206,12 +213,12 @@ export class CallSession implements CallEventSink {
   private nextUtteranceId = 1;
   private readonly flushedMarks = new Map<string, number>();
   /** What happens to the call once the current reply has played, and the reason the session records. */
-  private pendingEnding: { ending: CallEnding; endReason: string } | undefined;
+  private pendingEnding: PendingEnding | undefined;
   /**
    * The closing line ended while the caller was speaking over it: the ending waits for their words
    * (a goodbye back ends the call; anything else is answered and the call goes on).
    */
-  private endingAwaitsWords: { ending: CallEnding; endReason: string } | undefined;
+  private endingAwaitsWords: PendingEnding | undefined;
   private turn: TurnRecord | undefined;
   private readonly listeners = new Set<(event: SessionEvent) => void>();
   private readonly maxDurationTimer: NodeJS.Timeout;
@@ -397,6 +404,12 @@ export class CallSession implements CallEventSink {
     this.state = state;
     if (state.phase !== before) this.logger.debug({ event: 'turn_state', from: before, to: state.phase, input: input.type }, 'turn state');
     for (const effect of effects) this.perform(effect);
+    // The agent finished while its output was held for a caller's onset (its last words had
+    // played): the hold ends with it, or the next reply would be queued behind it and never sent.
+    if (this.queue.isPaused && !this.state.outputPaused && !this.ended) {
+      this.queue.resume();
+      this.scheduler.wake(this.sink);
+    }
   }
 
   private perform(effect: TurnEffect): void {
@@ -489,18 +502,19 @@ export class CallSession implements CallEventSink {
     this.lastTurnText = text;
     void text.then((userText) => {
       // A newer turn superseded this one (the caller went on): its words travel with that turn.
-      if (seq === this.userTurnSeq && this.state.phase === 'thinking') this.onUserText(turn, userText);
+      if (seq === this.userTurnSeq && this.state.phase === 'thinking') this.onUserText(turn, userText, this.failedAsr.has(stream));
     });
   }
 
-  private onUserText(turn: TurnRecord, userText: string): void {
+  /** `recognitionFailed`: the turn's own recognizer failed (its '' is words lost, not silence). */
+  private onUserText(turn: TurnRecord, userText: string, recognitionFailed = false): void {
     if (this.ended) return;
     const closing = this.endingAwaitsWords;
     if (closing !== undefined) {
       this.endingAwaitsWords = undefined;
       // A goodbye back (or nothing recognizable, unless the recognizer failed) ends the call as the
       // agent meant to; anything else is answered, and the agent may end the call again afterwards.
-      if (userText === '' ? !this.apologyDue : isClosingAcknowledgement(userText)) {
+      if (userText === '' ? !recognitionFailed : isClosingAcknowledgement(userText)) {
         if (userText !== '') this.recordUserTurn(turn, userText);
         this.logger.info({ event: 'call_ending', ending: closing.ending, ...(userText === '' ? {} : { text: userText }) }, 'agent ends the call');
         this.transport.finish(closing.ending);
@@ -1009,9 +1023,9 @@ export class CallSession implements CallEventSink {
     const pending = this.pendingEnding;
     if (pending !== undefined && utterance.kind !== 'greeting') {
       this.pendingEnding = undefined;
-      if (this.state.phase === 'listening' || this.state.phase === 'thinking') {
+      if ((this.state.phase === 'listening' || this.state.phase === 'thinking') && !pending.forced) {
         // The caller spoke up before the last words were out (a barge-in still being judged): what
-        // they said decides (see onUserText).
+        // they said decides (see onUserText). A forced ending (maximum duration, drain) does not wait.
         this.endingAwaitsWords = pending;
         this.logger.info({ event: 'call_ending_held', ending: pending.ending }, 'caller spoke over the closing words; their words decide');
         return;
@@ -1067,9 +1081,11 @@ export class CallSession implements CallEventSink {
       this.transport.finish({ kind: 'hang_up', reason });
       this.end(reason);
     };
-    if (this.profile.goodbye === undefined) return hangUp();
+    // No goodbye to say, or the agent's own closing words were already said (their ending waits
+    // for the caller's words): hang up now.
+    if (this.profile.goodbye === undefined || this.endingAwaitsWords !== undefined) return hangUp();
     this.stopOutput(performance.now());
-    this.pendingEnding = { ending: { kind: 'hang_up', reason }, endReason: reason };
+    this.pendingEnding = { ending: { kind: 'hang_up', reason }, endReason: reason, forced: true };
     this.speakFixed(this.profile.goodbye, 'prompt');
     setTimeout(hangUp, GOODBYE_GRACE_MS).unref();
   }

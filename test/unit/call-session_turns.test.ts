@@ -709,6 +709,9 @@ describe('call session: backchannels and barge-in', () => {
     silence(vad);
     await until(() => requests.length === 2);
     expect(requests[1]!.messages.at(-1)).toEqual({ role: 'user', content: 'wait one more thing' });
+    // The answer is heard: the hold put on output at the caller's onset ended with the goodbye.
+    await until(() => sent.some((s) => s.name === 'u2:s0'));
+    expect(sent.filter((s) => s.kind === 'media').length).toBeGreaterThan(0);
     session.end('test');
   });
 
@@ -752,6 +755,19 @@ describe('call session: backchannels and barge-in', () => {
     for (const m of sent.filter((s) => s.kind === 'mark')) session.onMarkEcho(m.name!);
     expect(endings).toEqual([{ kind: 'hang_up', reason: 'end_call' }]);
     expect(requests).toHaveLength(1); // the closing line's own; nothing answered "okay thank you bye"
+  });
+
+  it('hangs up at the maximum duration even when the caller talks over the goodbye ("wait"): nothing is answered', async () => {
+    const { session, vad, sent, endings, requests } = build({ asrTexts: ['wait one more thing'], maxCallSeconds: 0.05, goodbye: 'Goodbye now.' });
+    await until(() => sent.some((s) => s.name?.endsWith(':end')));
+    await new Promise((r) => setTimeout(r, 150));
+    vad.speak(8); // "wait…" starts before the goodbye's end mark comes back
+    for (const m of sent.filter((s) => s.kind === 'mark')) session.onMarkEcho(m.name!);
+    expect(endings).toEqual([{ kind: 'hang_up', reason: 'max_duration' }]);
+    expect(session.endReason).toBe('max_duration');
+    silence(vad);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(requests).toHaveLength(0);
   });
 
   /** An echo guard whose verdicts the test dictates: `next` first, then `otherwise`. */
