@@ -757,6 +757,52 @@ describe('call session: backchannels and barge-in', () => {
     expect(requests).toHaveLength(1); // the closing line's own; nothing answered "okay thank you bye"
   });
 
+  it('keeps the call open when the words over the end of the closing line were lost by the recognizer, on a call already degraded', async () => {
+    const { FallbackLlm } = await import('../../src/engines/fallback-llm.js');
+    const broken: Engines['llm'] = {
+      name: 'triton:qwen3',
+      // eslint-disable-next-line require-yield
+      async *generate() {
+        throw new Error('qwen3: stream lost');
+      },
+    };
+    const closingScript: Engines['llm'] = {
+      name: 'script',
+      async *generate() {
+        yield { type: 'text', delta: 'Goodbye.' };
+        yield { type: 'tool_call', call: { id: 't1', name: 'end_call', arguments: {} } };
+      },
+    };
+    // The first turn is recognized ("ok bye"); the recognizer fails on the second.
+    let streams = 0;
+    const asr: Engines['asr'] = {
+      createStream: (_callId, onEvent) => {
+        const failing = ++streams === 2;
+        return {
+          push() {},
+          end() {
+            setTimeout(() => onEvent(failing ? { type: 'error', error: new Error('recognizer lost') } : { type: 'final', text: 'ok bye' }), 5);
+          },
+          cancel() {},
+        };
+      },
+      close: async () => {},
+    };
+    const { session, vad, sent, endings } = build({ asrTexts: [], asr, llm: new FallbackLlm(broken, closingScript, pino({ level: 'silent' })), fallbackLlm: closingScript });
+    vad.speak(10);
+    silence(vad);
+    await until(() => sent.some((s) => s.name?.endsWith(':end')));
+    expect(session.degradation).toMatch(/^llm: /); // degraded once already: no apology is due for a later failure
+    await new Promise((r) => setTimeout(r, 350));
+    vad.speak(8); // the caller speaks over the end of "Goodbye."
+    for (const m of sent.filter((s) => s.kind === 'mark')) session.onMarkEcho(m.name!);
+    silence(vad);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(endings).toEqual([]); // what the caller said is unknown: the call is not hung up on them
+    expect(session.isEnded).toBe(false);
+    session.end('test');
+  });
+
   it('hangs up at the maximum duration even when the caller talks over the goodbye ("wait"): nothing is answered', async () => {
     const { session, vad, sent, endings, requests } = build({ asrTexts: ['wait one more thing'], maxCallSeconds: 0.05, goodbye: 'Goodbye now.' });
     await until(() => sent.some((s) => s.name?.endsWith(':end')));
