@@ -507,7 +507,7 @@ export class CallSession implements CallEventSink {
   }
 
   /** `recognitionFailed`: the turn's own recognizer failed (its '' is words lost, not silence). */
-  private onUserText(turn: TurnRecord, userText: string, recognitionFailed = false): void {
+  private onUserText(turn: TurnRecord, userText: string, recognitionFailed: boolean): void {
     if (this.ended) return;
     const closing = this.endingAwaitsWords;
     if (closing !== undefined) {

@@ -35,6 +35,8 @@ export class PlayoutScheduler {
   private readonly due = new TinyQueue<DueEntry>([], (a, b) => a.dueMs - b.dueMs);
   /** Each queue with something to send, and the due time of its live heap entry. */
   private readonly scheduled = new Map<PlayoutSink, number>();
+  /** The queues one timer pass served (reused: a pass runs ~1000 times a second at 200 calls). */
+  private readonly served: PlayoutSink[] = [];
   private timer: NodeJS.Timeout | undefined;
   private timerDueMs = Infinity;
   /** Lateness of each audio message against its ideal send time (for the pacing benchmark). */
@@ -106,7 +108,8 @@ export class PlayoutScheduler {
     this.timerDueMs = Infinity;
     const nowMs = this.now();
     // Queues served in this pass get their next entry after it, so none is served twice in a pass.
-    const served: PlayoutSink[] = [];
+    const served = this.served;
+    served.length = 0;
     for (let head = this.due.peek(); head !== undefined && head.dueMs <= nowMs + SLACK_MS; head = this.due.peek()) {
       this.due.pop();
       const { sink, dueMs } = head;
@@ -117,6 +120,7 @@ export class PlayoutScheduler {
       served.push(sink);
     }
     for (const sink of served) this.schedule(sink, nowMs);
+    served.length = 0;
     // The pass itself took time: the timer's delay counts from now, not from the wake.
     this.arm(this.now());
   }
