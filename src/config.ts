@@ -195,7 +195,13 @@ export function loadConfig(env: Env = process.env): Config {
   if (llmUrl !== undefined && llmModel === undefined) read.problems.push('LLM_URL is set but LLM_MODEL is not');
   const llmTimeoutMs = read.int('LLM_TIMEOUT_MS', 4000, 100, 60000);
 
+  const minSpeechMs = read.int('MIN_SPEECH_MS', 100, 0, 2000);
   const bargeInMinSpeechMs = read.int('BARGE_IN_MIN_SPEECH_MS', 150, 0, 2000);
+  // Speech too short to open a turn cannot interrupt one: a barge-in the endpointer never confirms
+  // ends in neither a turn nor a resume, and the session would wait on words that never come.
+  if (bargeInMinSpeechMs < minSpeechMs) {
+    read.problems.push(`BARGE_IN_MIN_SPEECH_MS=${bargeInMinSpeechMs} must be at least MIN_SPEECH_MS (${minSpeechMs})`);
+  }
   const backchannelMaxMs = read.int('BACKCHANNEL_MAX_MS', 800, 0, 5000);
   if (backchannelMaxMs !== 0 && backchannelMaxMs <= bargeInMinSpeechMs) {
     read.problems.push(`BACKCHANNEL_MAX_MS=${backchannelMaxMs} must be 0 (off) or more than BARGE_IN_MIN_SPEECH_MS (${bargeInMinSpeechMs})`);
@@ -250,7 +256,7 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: read.string('LOG_LEVEL') ?? 'info',
     turn: {
       endOfTurnSilenceMs: read.int('END_OF_TURN_SILENCE_MS', 500, 100, 5000),
-      minSpeechMs: read.int('MIN_SPEECH_MS', 100, 0, 2000),
+      minSpeechMs,
       bargeInMinSpeechMs,
       backchannelMaxMs,
       vadThreshold: read.number('VAD_THRESHOLD', 0.5, 0.05, 0.99),

@@ -57,6 +57,12 @@ describe('configuration', () => {
     expect(loadConfig({ ...base, OUTBOUND_FRAME_MS: '60', OUTBOUND_LEAD_MS: '60' }).audio.outboundLeadMs).toBe(60);
   });
 
+  it('refuses a barge-in shorter than the speech that opens a turn (such a barge-in could never be confirmed)', () => {
+    expect(() => loadConfig({ ...base, MIN_SPEECH_MS: '200', BARGE_IN_MIN_SPEECH_MS: '120' })).toThrow(/BARGE_IN_MIN_SPEECH_MS=120 must be at least MIN_SPEECH_MS \(200\)/);
+    const equal = loadConfig({ ...base, MIN_SPEECH_MS: '200', BARGE_IN_MIN_SPEECH_MS: '200' });
+    expect([equal.turn.minSpeechMs, equal.turn.bargeInMinSpeechMs]).toEqual([200, 200]);
+  });
+
   it('rejects an account SID that is not AC plus 32 hex digits', () => {
     expect(() => loadConfig({ ...base, TWILIO_ACCOUNT_SID: 'AC123' })).toThrow(/TWILIO_ACCOUNT_SID/);
   });
