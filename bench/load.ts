@@ -20,7 +20,7 @@
  * JSON.parse + base64-decode each inbound frame, and send exactly as many outbound media messages
  * per call-second as the callers received from our server (same JSON shape, same payload size,
  * base64-encoded per message, the same lead, each call on its own drift-free cadence with a random
- * phase, all from one shared timer).
+ * phase, all from one shared timer that, like ours, serves every call due within the early window).
  *
  * Figures per OUTBOUND_FRAME_MS (20, 40, 60) and call count:
  *   - CPU ms per call-second, ours vs floor, and the ratio (target ≤ 1.5×)
@@ -47,6 +47,7 @@ import { parseArgs } from 'node:util';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { SileroVad } from '../src/engines/local/silero-vad.js';
 import { LatencyHistogram } from '../src/metrics/histogram.js';
+import { pacingEarlyMs } from '../src/audio/playout-scheduler.js';
 import { startVoiceServer, TEST_AUTH_TOKEN, type RunningServer } from '../test/helpers/voice-test-server.js';
 import { fmt, isMain, machineBusyFraction, machineCpu, printSummary, printTable, processCpuMs, quantile, row, sleep, type SummaryRow } from './common.js';
 import type { Vad, VadStream } from '../src/engines/types.js';
@@ -174,6 +175,8 @@ interface FloorCall {
 }
 
 class FloorServer {
+  /** Frames due within this of a wake go out on it (our scheduler's early window for this lead). */
+  private readonly windowMs: number;
   readonly lateness = new LatencyHistogram();
   private readonly wss: WebSocketServer;
   private readonly calls = new Set<FloorCall>();
@@ -189,6 +192,7 @@ class FloorServer {
     /** Sent ahead of real time at the start of a call, like our playout lead. */
     private readonly leadMs: number,
   ) {
+    this.windowMs = Math.max(0.5, pacingEarlyMs(leadMs));
     this.audio = Buffer.alloc(80_000);
     for (let i = 0; i < this.audio.length; i++) this.audio[i] = 0x70 + Math.floor(Math.random() * 32);
     this.wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1 << 20 });
@@ -250,7 +254,8 @@ class FloorServer {
     this.timerDueMs = Infinity;
     const now = performance.now();
     for (const call of this.calls) {
-      while (call.nextDueMs <= now + 0.5) {
+      // The same early window as our scheduler: one wake serves every call due within it.
+      while (call.nextDueMs <= now + this.windowMs) {
         this.lateness.record(Math.max(0, now - call.nextDueMs));
         this.sendOne(call);
         call.nextDueMs += this.intervalMs;
@@ -337,6 +342,10 @@ async function measure(probe: Probe, windowS: number, warmupS: number, callers: 
     child.send({ type: 'measure-start' });
     await sleep(windowS * 1000);
     gcObserver.disconnect();
+    if (process.env['BENCH_THREADS'] === '1') {
+      const memory = process.memoryUsage();
+      console.log(`  ${probe.server} × ${probe.calls}: heap used ${fmt(memory.heapUsed / 2 ** 20, 0)} MiB of ${fmt(memory.heapTotal / 2 ** 20, 0)} MiB, rss ${fmt(memory.rss / 2 ** 20, 0)} MiB`);
+    }
     await profiling?.stop(`${probe.server}-${probe.frameMs}ms-${probe.calls}calls`);
     if (process.env['BENCH_THREADS'] === '1') {
       const threads1 = threadCpuMs();

@@ -13,7 +13,7 @@ import { CallSession } from './agent/call-session.js';
 import type { ConversationSummarizer } from './agent/context-budget.js';
 import type { PromptCache } from './agent/prompt-cache.js';
 import { SessionRegistry } from './agent/session-registry.js';
-import { PlayoutScheduler } from './audio/playout-scheduler.js';
+import { PlayoutScheduler, pacingEarlyMs } from './audio/playout-scheduler.js';
 import type { TritonReadiness } from './engines/triton/readiness.js';
 import type { Asr, Engines, Llm, SharedEngines, Tts } from './engines/types.js';
 import twilioRoutes, { WS_MAX_PAYLOAD } from './telephony/twilio/routes.js';
@@ -115,7 +115,7 @@ export async function buildServer(deps: ServerDeps): Promise<VoiceServer> {
     }
     return engines;
   };
-  const scheduler = deps.scheduler ?? new PlayoutScheduler();
+  const scheduler = deps.scheduler ?? new PlayoutScheduler(undefined, { earlyMs: pacingEarlyMs(config.audio.outboundLeadMs) });
   const { ledger } = deps;
 
   /** Post-call jobs being handed to the queue (a drain waits for them). */

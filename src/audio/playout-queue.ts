@@ -88,8 +88,12 @@ export class PlayoutQueue {
     return Math.max(nowMs, this.epochMs + this.sentMs + messageMs - this.options.leadMs);
   }
 
-  /** Everything due at `nowMs`, in order. */
-  pull(nowMs: number): PlayoutMessage[] {
+  /**
+   * Everything due by `nowMs + earlyMs`, in order. A message may leave up to `earlyMs` before its
+   * due time (the far end then holds up to `leadMs + earlyMs`), so that one timer wake can serve
+   * every call due within that window; its lateness still counts from its due time.
+   */
+  pull(nowMs: number, earlyMs = 0): PlayoutMessage[] {
     const out: PlayoutMessage[] = [];
     if (this.paused) return out;
     if (this.epochMs !== undefined && this.sentMs <= nowMs - this.epochMs) {
@@ -113,7 +117,7 @@ export class PlayoutQueue {
       const end = Math.min(this.headOffset + this.messageBytes, item.data.length);
       // Due when sending it keeps the far end's buffer within the lead.
       const idealSendMs = this.epochMs + this.sentMs + bytesToMs(end - this.headOffset) - this.options.leadMs;
-      if (idealSendMs > nowMs) break;
+      if (idealSendMs > nowMs + earlyMs) break;
       const data = item.data.subarray(this.headOffset, end);
       this.inFlight.push({ kind: 'audio', data, startMs: this.sentMs });
       this.sentMs += bytesToMs(data.length);

@@ -17,6 +17,19 @@ describe('playout queue', () => {
     expect(queue.bufferedMs(100)).toBe(100);
   });
 
+  it('sends a message up to `earlyMs` before it is due and no earlier, counting it on time', () => {
+    const queue = new PlayoutQueue({ frameMs: 20, leadMs: 100 });
+    queue.enqueueAudio(frames(50));
+    expect(sentMs(queue.pull(0, 5))).toBe(100); // the lead; the next message is due at 20
+    expect(sentMs(queue.pull(14, 5))).toBe(0);
+    const early = audio(queue.pull(15, 5));
+    expect(early).toHaveLength(1);
+    expect(early[0]).toMatchObject({ latenessMs: 0 });
+    // The far end holds at most lead + early.
+    expect(queue.bufferedMs(15)).toBe(105);
+    expect(queue.nextDueMs(15)).toBe(40);
+  });
+
   it('groups frames into messages of the configured size, always whole 160-byte frames', () => {
     const queue = new PlayoutQueue({ frameMs: 60, leadMs: 200 });
     queue.enqueueAudio(frames(7));

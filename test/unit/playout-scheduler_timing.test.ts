@@ -2,7 +2,7 @@
 // order, none twice or lost, whatever the other calls do (paused, cleared, removed, woken early).
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { PlayoutQueue, type PlayoutMessage } from '../../src/audio/playout-queue.js';
-import { PlayoutScheduler, type PlayoutSink } from '../../src/audio/playout-scheduler.js';
+import { PlayoutScheduler, pacingEarlyMs, type PlayoutSink } from '../../src/audio/playout-scheduler.js';
 
 const frames = (n: number): Uint8Array => new Uint8Array(160 * n);
 
@@ -25,7 +25,7 @@ afterEach(() => vi.useRealTimers());
 
 describe('playout scheduler', () => {
   it('sends each call its frames on their due times, the lead at once and then one per 20 ms', () => {
-    const scheduler = new PlayoutScheduler(() => Date.now());
+    const scheduler = new PlayoutScheduler(() => Date.now(), { earlyMs: 0 });
     const a = call();
     const b = call();
     a.sink.queue.enqueueAudio(frames(5));
@@ -43,7 +43,7 @@ describe('playout scheduler', () => {
   });
 
   it('serves a call woken with new audio on time while another call’s later frame holds the timer', () => {
-    const scheduler = new PlayoutScheduler(() => Date.now());
+    const scheduler = new PlayoutScheduler(() => Date.now(), { earlyMs: 0 });
     const slow = call(20);
     const fast = call(20);
     slow.sink.queue.enqueueAudio(frames(2));
@@ -58,7 +58,7 @@ describe('playout scheduler', () => {
   });
 
   it('sends nothing of a paused call until it is woken again, and then goes on from where it was', () => {
-    const scheduler = new PlayoutScheduler(() => Date.now());
+    const scheduler = new PlayoutScheduler(() => Date.now(), { earlyMs: 0 });
     const other = call();
     const paused = call(20);
     other.sink.queue.enqueueAudio(frames(20));
@@ -82,7 +82,7 @@ describe('playout scheduler', () => {
   });
 
   it('sends at once for a call paused and resumed between two of its frames (its due time moved earlier)', () => {
-    const scheduler = new PlayoutScheduler(() => Date.now());
+    const scheduler = new PlayoutScheduler(() => Date.now(), { earlyMs: 0 });
     const c = call(40);
     c.sink.queue.enqueueAudio(frames(20));
     scheduler.wake(c.sink);
@@ -98,7 +98,7 @@ describe('playout scheduler', () => {
   });
 
   it('stops delivering to a removed call, and a cleared call drops out of the schedule', () => {
-    const scheduler = new PlayoutScheduler(() => Date.now());
+    const scheduler = new PlayoutScheduler(() => Date.now(), { earlyMs: 0 });
     const removed = call(20);
     const cleared = call(20);
     removed.sink.queue.enqueueAudio(frames(10));
@@ -117,7 +117,7 @@ describe('playout scheduler', () => {
   });
 
   it('keeps 200 calls with spread phases on time with one timer, and sends a mark right after its audio', () => {
-    const scheduler = new PlayoutScheduler(() => Date.now());
+    const scheduler = new PlayoutScheduler(() => Date.now(), { earlyMs: 0 });
     const calls = Array.from({ length: 200 }, () => call());
     const armed = vi.spyOn(globalThis, 'setTimeout');
     for (let phase = 0; phase < 20; phase++) {
@@ -140,5 +140,41 @@ describe('playout scheduler', () => {
     expect(armed.mock.calls.length).toBeLessThanOrEqual(20 * 24 + 1);
     expect(scheduler.activeCount).toBe(0);
     armed.mockRestore();
+  });
+
+  it('with an early window, wakes once per window for calls on spread phases, never late and never more than the window early', () => {
+    const scheduler = new PlayoutScheduler(() => Date.now(), { earlyMs: 5 });
+    const calls = Array.from({ length: 200 }, () => call(100));
+    for (let phase = 0; phase < 20; phase++) {
+      calls.forEach((c, i) => {
+        if (i % 20 !== phase) return;
+        c.sink.queue.enqueueAudio(frames(30));
+        scheduler.wake(c.sink);
+      });
+      vi.advanceTimersByTime(1);
+    }
+    const armed = vi.spyOn(globalThis, 'setTimeout');
+    vi.advanceTimersByTime(1000);
+    for (const [i, c] of calls.entries()) {
+      const start = 1_000_000 + (i % 20);
+      const times = c.audioTimes();
+      expect(times).toHaveLength(30);
+      // After the lead (5 messages at the start), message k is due at start + 20 (k - 4).
+      times.slice(5).forEach((atMs, k) => {
+        const dueMs = start + 20 * (k + 1);
+        expect(atMs).toBeLessThanOrEqual(dueMs);
+        expect(atMs).toBeGreaterThanOrEqual(dueMs - 5);
+      });
+    }
+    expect(scheduler.lateness.max).toBe(0);
+    // Calls due at 20 distinct ms per 20 ms: without the window that is 20 wakes per 20 ms; with it, at most 4.
+    expect(armed.mock.calls.length).toBeLessThanOrEqual((1000 / 20) * 4 + 1);
+    armed.mockRestore();
+  });
+
+  it('keeps the lead plus the early window within 200 ms ahead of real time', () => {
+    expect(pacingEarlyMs(100)).toBe(5);
+    expect(pacingEarlyMs(197)).toBe(3);
+    expect(pacingEarlyMs(200)).toBe(0);
   });
 });
