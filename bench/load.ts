@@ -340,8 +340,11 @@ async function measure(probe: Probe, windowS: number, warmupS: number, callers: 
     });
     gcObserver.observe({ entryTypes: ['gc'] });
     child.send({ type: 'measure-start' });
+    const windowStart = process.hrtime.bigint();
     await sleep(windowS * 1000);
     gcObserver.disconnect();
+    // For `perf record -k CLOCK_MONOTONIC … ; perf report --time start,end`: this case's window alone.
+    if (process.env['BENCH_PRINT_WINDOWS'] === '1') console.log(`  window ${probe.server} × ${probe.calls}: ${Number(windowStart) / 1e9},${Number(process.hrtime.bigint()) / 1e9}`);
     if (process.env['BENCH_THREADS'] === '1') {
       const memory = process.memoryUsage();
       console.log(`  ${probe.server} × ${probe.calls}: heap used ${fmt(memory.heapUsed / 2 ** 20, 0)} MiB of ${fmt(memory.heapTotal / 2 ** 20, 0)} MiB, rss ${fmt(memory.rss / 2 ** 20, 0)} MiB`);
