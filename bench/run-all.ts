@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: the VAD, load, turn-latency, Triton-path and post-call benchmarks in order, then
+ * `npm run bench`: the VAD, pacing, load, turn-latency, Triton-path and post-call benchmarks in order, then
  * one summary table with each figure and its target. Bounded: ~12 minutes on a 2-core machine; a
  * watchdog ends it if a piece hangs. `--quick` shortens every window (for a smoke run; the figures
  * are noisier). The post-call piece needs Redis and PostgreSQL (BENCH_REDIS_URL, BENCH_DATABASE_URL;
@@ -12,6 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { machineBusyFraction, machineCpu, printSummary, row, watchdog, type SummaryRow } from './common.js';
 import { runLoadBench } from './load.js';
+import { runPacingBench } from './pacing.js';
 import { QUICK_POST_CALL_OPTIONS, runPostCallBench } from './post-call.js';
 import { QUICK_TRITON_OPTIONS, runTritonBench } from './triton.js';
 import { runTurnLatencyBench } from './turn-latency.js';
@@ -40,6 +41,7 @@ async function piece(name: string, run: () => Promise<SummaryRow[]>): Promise<vo
 console.log(`voice-agent benchmarks on ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}${quick ? ', quick mode' : ''}`);
 
 await piece('VAD', async () => (await runVadBench({ secondsPerCase: quick ? 1 : 2 })).summary);
+await piece('pacing', async () => (await runPacingBench({ seconds: quick ? 2 : 4 })).summary);
 // A noisy line (steady -50 dBFS noise): the VAD's noise gate learns the line and skips it. The
 // headline 20 ms case in five paired rounds (the ratio is their median), 40 / 60 ms in one each.
 await piece('load', async () =>

@@ -34,10 +34,11 @@ const SLACK_MS = 0.5;
 
 /**
  * How early a message may go out so that one wake serves every call due within that window. A
- * wake of the event loop from sleep costs ~45 µs of CPU on the 2-core development VM (a bare 1 ms
- * timer chain: 42 µs per wake); with each call on its own cadence, 200 calls made ~900 wakes a
- * second, 5 ms windows make at most 200 (server CPU per call-second 2.37 → 2.04 ms in paired load
- * runs). The far end holds at most `lead + early`: see `pacingEarlyMs`.
+ * wake of the event loop from sleep costs 42–68 µs of CPU on the 2-core development VM (a bare 1 ms
+ * timer chain, `bench/pacing.ts`); with each call on its own cadence, 200 calls made ~870 wakes a
+ * second, 5 ms windows make at most 200 (scheduler CPU per call-second 0.37 → 0.28 ms there;
+ * server 2.37 → 2.04 ms in paired load runs). The far end holds at most `lead + early`: see
+ * `pacingEarlyMs`.
  */
 export const DEFAULT_PACING_EARLY_MS = 5;
 
@@ -64,6 +65,8 @@ export class PlayoutScheduler {
   private timerDueMs = Infinity;
   /** Lateness of each audio message against its ideal send time (for the pacing benchmark). */
   readonly lateness = new LatencyHistogram();
+  /** Timer wakes so far (each costs a wake of the event loop; see DEFAULT_PACING_EARLY_MS). */
+  wakes = 0;
 
   private readonly earlyMs: number;
   /** Entries due within this of a wake are served by it (at least the timer-granularity slack). */
@@ -138,6 +141,7 @@ export class PlayoutScheduler {
   }
 
   private onTimer(): void {
+    this.wakes++;
     this.timer = undefined;
     this.timerDueMs = Infinity;
     const nowMs = this.now();
