@@ -169,6 +169,8 @@ describe('playout scheduler', () => {
     expect(scheduler.lateness.max).toBe(0);
     // Calls due at 20 distinct ms per 20 ms: without the window that is 20 wakes per 20 ms; with it, at most 4.
     expect(armed.mock.calls.length).toBeLessThanOrEqual((1000 / 20) * 4 + 1);
+    expect(scheduler.wakes).toBeGreaterThan(0);
+    expect(scheduler.wakes).toBeLessThanOrEqual((1020 / 20) * 4 + 1);
     armed.mockRestore();
   });
 
