@@ -16,6 +16,9 @@ export type PlayoutMessage =
   | { kind: 'audio'; data: Uint8Array; /** ms past its ideal send time */ latenessMs: number }
   | { kind: 'mark'; name: string };
 
+/** How far outbound audio may ever run ahead of real time (the lead plus any early send). */
+export const MAX_AHEAD_MS = 200;
+
 export interface PlayoutOptions {
   frameMs: number;
   leadMs: number;
@@ -94,6 +97,8 @@ export class PlayoutQueue {
    * every call due within that window; its lateness still counts from its due time.
    */
   pull(nowMs: number, earlyMs = 0): PlayoutMessage[] {
+    // Never beyond MAX_AHEAD_MS of audio at the far end, whatever window the caller asks for.
+    const early = Math.min(earlyMs, Math.max(0, MAX_AHEAD_MS - this.options.leadMs));
     const out: PlayoutMessage[] = [];
     if (this.paused) return out;
     if (this.epochMs !== undefined && this.sentMs <= nowMs - this.epochMs) {
@@ -117,7 +122,7 @@ export class PlayoutQueue {
       const end = Math.min(this.headOffset + this.messageBytes, item.data.length);
       // Due when sending it keeps the far end's buffer within the lead.
       const idealSendMs = this.epochMs + this.sentMs + bytesToMs(end - this.headOffset) - this.options.leadMs;
-      if (idealSendMs > nowMs + earlyMs) break;
+      if (idealSendMs > nowMs + early) break;
       const data = item.data.subarray(this.headOffset, end);
       this.inFlight.push({ kind: 'audio', data, startMs: this.sentMs });
       this.sentMs += bytesToMs(data.length);

@@ -2,18 +2,19 @@
  * One timer for the outbound audio of every call in the process. Each wake serves the queues that
  * are due, and those due within the next few ms (`earlyMs`: sent that much early, inside the far
  * end's buffer), and re-arms for the earliest next due time. So a process with hundreds of calls runs
- * one timer, not hundreds, wakes at most once per early window, and no send is late by design.
+ * one timer, not hundreds, and wakes at most once per early window; a send is late only by as much
+ * as the timer itself fires late.
  *
  * Due times sit in a min-heap (`tinyqueue`): a wake costs O(log n) per queue served, not a walk over
  * every call (at 200 calls, ~1000 wakes a second each walked all 200 queues). Entries go stale
  * rather than being removed: a queue's live entry is the one whose time `scheduled` holds; any other
- * entry for it is skipped when it comes up. A queue's due time only moves earlier through `wake`
- * (more audio, a mark, a resume), which pushes a fresh entry; pause, clear and finishing only move
- * it later or away, which the entry's own turn finds out.
+ * entry for it is skipped when it comes up. `wake` (more audio, a mark, a resume) gives the queue a
+ * fresh entry at its due time; pause, clear and finishing only move it later or away, which the
+ * entry's own turn finds out.
  */
 import { performance } from 'node:perf_hooks';
 import TinyQueue from 'tinyqueue';
-import type { PlayoutMessage, PlayoutQueue } from './playout-queue.js';
+import { MAX_AHEAD_MS, type PlayoutMessage, type PlayoutQueue } from './playout-queue.js';
 import { LatencyHistogram } from '../metrics/histogram.js';
 
 export interface PlayoutSink {
@@ -41,9 +42,6 @@ const SLACK_MS = 0.5;
  * `pacingEarlyMs`.
  */
 export const DEFAULT_PACING_EARLY_MS = 5;
-
-/** The issue's bound on how far outbound audio may run ahead of real time. */
-export const MAX_AHEAD_MS = 200;
 
 /** The early window for a lead: as much of DEFAULT_PACING_EARLY_MS as keeps lead + early within MAX_AHEAD_MS. */
 export function pacingEarlyMs(leadMs: number): number {
@@ -112,16 +110,18 @@ export class PlayoutScheduler {
     }
   }
 
-  /** Gives the queue a heap entry at its next due time, unless its live entry comes no later. */
+  /**
+   * Gives the queue a heap entry at its next due time (its older entry, if any, goes stale). A live
+   * entry earlier than the due time would wake the loop for nothing: `wake` may have sent, up to
+   * `earlyMs` early, the very message the old entry was for.
+   */
   private schedule(sink: PlayoutSink, nowMs: number): void {
     const dueMs = sink.queue.nextDueMs(nowMs);
     if (dueMs === undefined) {
       this.scheduled.delete(sink);
       return;
     }
-    const current = this.scheduled.get(sink);
-    // The earlier entry re-reads the due time when it comes up.
-    if (current !== undefined && current <= dueMs) return;
+    if (this.scheduled.get(sink) === dueMs) return;
     this.scheduled.set(sink, dueMs);
     this.due.push({ dueMs, sink });
   }
@@ -133,9 +133,13 @@ export class PlayoutScheduler {
       this.due.pop();
       head = this.due.peek();
     }
-    if (head === undefined) return;
-    if (this.timer !== undefined && this.timerDueMs <= head.dueMs) return;
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    // A timer armed for an entry that went stale (or for none left) would wake the loop for nothing.
+    if (head === undefined || (this.timer !== undefined && this.timerDueMs !== head.dueMs)) {
+      if (this.timer !== undefined) clearTimeout(this.timer);
+      this.timer = undefined;
+      this.timerDueMs = Infinity;
+    }
+    if (head === undefined || this.timer !== undefined) return;
     this.timerDueMs = head.dueMs;
     this.timer = setTimeout(() => this.onTimer(), Math.max(0, head.dueMs - nowMs));
   }

@@ -30,6 +30,15 @@ describe('playout queue', () => {
     expect(queue.nextDueMs(15)).toBe(40);
   });
 
+  it('never sends early beyond 200 ms of audio at the far end, whatever window is asked for', () => {
+    const queue = new PlayoutQueue({ frameMs: 20, leadMs: 190 });
+    queue.enqueueAudio(frames(100));
+    for (let now = 0; now <= 400; now += 1) {
+      queue.pull(now, 50);
+      expect(queue.bufferedMs(now)).toBeLessThanOrEqual(200);
+    }
+  });
+
   it('groups frames into messages of the configured size, always whole 160-byte frames', () => {
     const queue = new PlayoutQueue({ frameMs: 60, leadMs: 200 });
     queue.enqueueAudio(frames(7));

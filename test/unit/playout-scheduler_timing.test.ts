@@ -174,6 +174,22 @@ describe('playout scheduler', () => {
     armed.mockRestore();
   });
 
+  it('does not wake for a message that new audio already sent early', () => {
+    const scheduler = new PlayoutScheduler(() => Date.now(), { earlyMs: 5 });
+    const c = call(20);
+    c.sink.queue.enqueueAudio(frames(2));
+    scheduler.wake(c.sink); // frame 1 now; frame 2 due at +20
+    vi.advanceTimersByTime(16);
+    c.sink.queue.enqueueAudio(frames(3));
+    scheduler.wake(c.sink); // sends frame 2 early (due within 5 ms); the next is due at +40
+    const t0 = 1_000_000;
+    expect(c.audioTimes()).toEqual([t0, t0 + 16]);
+    vi.advanceTimersByTime(200);
+    expect(c.audioTimes()).toEqual([t0, t0 + 16, t0 + 40, t0 + 60, t0 + 80]);
+    // One timer wake per frame sent by the timer: none at +20 for the frame already gone.
+    expect(scheduler.wakes).toBe(3);
+  });
+
   it('keeps the lead plus the early window within 200 ms ahead of real time', () => {
     expect(pacingEarlyMs(100)).toBe(5);
     expect(pacingEarlyMs(197)).toBe(3);
