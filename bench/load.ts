@@ -35,6 +35,10 @@
  *   npx tsx bench/load.ts [--frames 20,40,60] [--calls 50,200] [--seconds 15] [--rounds 3] [--phases spread|aligned] [--gate on|off] [--echo-guard on|off] [--noise-dbfs=-65] [--triton-vad host:port]
  *   BENCH_CPU_PROFILE=/tmp/profiles npx tsx bench/load.ts …   (a .cpuprofile per case's window)
  *   BENCH_HEAP_PROFILE=/tmp/profiles npx tsx bench/load.ts …  (a .heapprofile of each case's allocations)
+ *   BENCH_THREADS=1 …        (CPU by thread and heap per case)
+ *   BENCH_PRINT_WINDOWS=1 …  (each case's window on CLOCK_MONOTONIC, for `perf record -k CLOCK_MONOTONIC`
+ *                             and `perf report --time start,end`: V8's sampling profiler misses most of
+ *                             this server's CPU, its samples falling in with the timers)
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
