@@ -195,16 +195,21 @@ export function loadConfig(env: Env = process.env): Config {
   if (llmUrl !== undefined && llmModel === undefined) read.problems.push('LLM_URL is set but LLM_MODEL is not');
   const llmTimeoutMs = read.int('LLM_TIMEOUT_MS', 4000, 100, 60000);
 
+  // The cross-checks below only compare values that were valid: a bad one is already reported, and
+  // the default standing in for it would only add a confusing second message.
+  const problemsBeforeTurn = read.problems.length;
   const minSpeechMs = read.int('MIN_SPEECH_MS', 100, 0, 2000);
   const bargeInMinSpeechMs = read.int('BARGE_IN_MIN_SPEECH_MS', 150, 0, 2000);
-  // Speech too short to open a turn cannot interrupt one: a barge-in the endpointer never confirms
-  // ends in neither a turn nor a resume, and the session would wait on words that never come.
-  if (bargeInMinSpeechMs < minSpeechMs) {
-    read.problems.push(`BARGE_IN_MIN_SPEECH_MS=${bargeInMinSpeechMs} must be at least MIN_SPEECH_MS (${minSpeechMs})`);
-  }
   const backchannelMaxMs = read.int('BACKCHANNEL_MAX_MS', 800, 0, 5000);
-  if (backchannelMaxMs !== 0 && backchannelMaxMs <= bargeInMinSpeechMs) {
-    read.problems.push(`BACKCHANNEL_MAX_MS=${backchannelMaxMs} must be 0 (off) or more than BARGE_IN_MIN_SPEECH_MS (${bargeInMinSpeechMs})`);
+  if (read.problems.length === problemsBeforeTurn) {
+    // Speech too short to open a turn cannot interrupt one: a barge-in the endpointer never confirms
+    // ends in neither a turn nor a resume, and the session would wait on words that never come.
+    if (bargeInMinSpeechMs < minSpeechMs) {
+      read.problems.push(`BARGE_IN_MIN_SPEECH_MS=${bargeInMinSpeechMs} must be at least MIN_SPEECH_MS (${minSpeechMs})`);
+    }
+    if (backchannelMaxMs !== 0 && backchannelMaxMs <= bargeInMinSpeechMs) {
+      read.problems.push(`BACKCHANNEL_MAX_MS=${backchannelMaxMs} must be 0 (off) or more than BARGE_IN_MIN_SPEECH_MS (${bargeInMinSpeechMs})`);
+    }
   }
 
   const outboundFrameMs = read.int('OUTBOUND_FRAME_MS', 20, 20, 60);

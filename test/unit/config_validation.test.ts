@@ -63,6 +63,15 @@ describe('configuration', () => {
     expect([equal.turn.minSpeechMs, equal.turn.bargeInMinSpeechMs]).toEqual([200, 200]);
   });
 
+  it('names only the bad value when a turn timing is malformed, not also a cross-check against its default', () => {
+    try {
+      loadConfig({ ...base, MIN_SPEECH_MS: '300', BARGE_IN_MIN_SPEECH_MS: 'soon' });
+      expect.unreachable('a malformed BARGE_IN_MIN_SPEECH_MS must stop the server');
+    } catch (error) {
+      expect((error as ConfigError).problems).toEqual(['BARGE_IN_MIN_SPEECH_MS="soon" must be an integer from 0 to 2000']);
+    }
+  });
+
   it('rejects an account SID that is not AC plus 32 hex digits', () => {
     expect(() => loadConfig({ ...base, TWILIO_ACCOUNT_SID: 'AC123' })).toThrow(/TWILIO_ACCOUNT_SID/);
   });
