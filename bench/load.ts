@@ -51,7 +51,7 @@ import { parseArgs } from 'node:util';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { SileroVad } from '../src/engines/local/silero-vad.js';
 import { LatencyHistogram } from '../src/metrics/histogram.js';
-import { pacingEarlyMs } from '../src/audio/playout-scheduler.js';
+import { pacingEarlyMs, wakeWindowMs } from '../src/audio/playout-scheduler.js';
 import { startVoiceServer, TEST_AUTH_TOKEN, type RunningServer } from '../test/helpers/voice-test-server.js';
 import { fmt, isMain, machineBusyFraction, machineCpu, printSummary, printTable, processCpuMs, quantile, row, sleep, type SummaryRow } from './common.js';
 import type { Vad, VadStream } from '../src/engines/types.js';
@@ -196,7 +196,7 @@ class FloorServer {
     /** Sent ahead of real time at the start of a call, like our playout lead. */
     private readonly leadMs: number,
   ) {
-    this.windowMs = Math.max(0.5, pacingEarlyMs(leadMs));
+    this.windowMs = wakeWindowMs(pacingEarlyMs(leadMs));
     this.audio = Buffer.alloc(80_000);
     for (let i = 0; i < this.audio.length; i++) this.audio[i] = 0x70 + Math.floor(Math.random() * 32);
     this.wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1 << 20 });
@@ -349,16 +349,14 @@ async function measure(probe: Probe, windowS: number, warmupS: number, callers: 
     gcObserver.disconnect();
     // For `perf record -k CLOCK_MONOTONIC … ; perf report --time start,end`: this case's window alone.
     if (process.env['BENCH_PRINT_WINDOWS'] === '1') console.log(`  window ${probe.server} × ${probe.calls}: ${Number(windowStart) / 1e9},${Number(process.hrtime.bigint()) / 1e9}`);
-    if (process.env['BENCH_THREADS'] === '1') {
-      const memory = process.memoryUsage();
-      console.log(`  ${probe.server} × ${probe.calls}: heap used ${fmt(memory.heapUsed / 2 ** 20, 0)} MiB of ${fmt(memory.heapTotal / 2 ** 20, 0)} MiB, rss ${fmt(memory.rss / 2 ** 20, 0)} MiB`);
-    }
     await profiling?.stop(`${probe.server}-${probe.frameMs}ms-${probe.calls}calls`);
     if (process.env['BENCH_THREADS'] === '1') {
       const threads1 = threadCpuMs();
       const byName = new Map<string, number>();
       for (const [tid, t] of threads1) byName.set(t.name, (byName.get(t.name) ?? 0) + t.ms - (threads0.get(tid)?.ms ?? 0));
       console.log(`  ${probe.server} × ${probe.calls}: CPU by thread (ms per call-second): ${[...byName].filter(([, ms]) => ms > 0).map(([name, ms]) => `${name} ${fmt(ms / (probe.calls * windowS), 2)}`).join(', ')}`);
+      const memory = process.memoryUsage();
+      console.log(`  ${probe.server} × ${probe.calls}: heap used ${fmt(memory.heapUsed / 2 ** 20, 0)} MiB of ${fmt(memory.heapTotal / 2 ** 20, 0)} MiB, rss ${fmt(memory.rss / 2 ** 20, 0)} MiB`);
     }
     const { ms: cpuMs, usage: cpuDelta } = processCpuMs(cpu0);
     const wallS = (performance.now() - t0) / 1000;

@@ -32,6 +32,7 @@ import { EchoGuard, type EchoJudge } from './echo-guard.js';
  * the agent stops and answers rather than repeating the question's tail and dropping the "yes".
  */
 const ANSWER_WINDOW_MS = 1500;
+
 /** What happens to the call once the closing words have played; `forced`: it happens whatever the caller says. */
 interface PendingEnding {
   ending: CallEnding;

@@ -19,6 +19,11 @@ export type PlayoutMessage =
 /** How far outbound audio may ever run ahead of real time (the lead plus any early send). */
 export const MAX_AHEAD_MS = 200;
 
+/** The most a message may be sent early with this lead without exceeding MAX_AHEAD_MS. */
+export function maxEarlyMs(leadMs: number): number {
+  return Math.max(0, MAX_AHEAD_MS - leadMs);
+}
+
 export interface PlayoutOptions {
   frameMs: number;
   leadMs: number;
@@ -36,6 +41,7 @@ export class PlayoutQueue {
   /** What was sent on the current timeline and may still be unplayed at the far end. */
   private readonly inFlight: Array<{ kind: 'audio'; data: Uint8Array; startMs: number } | { kind: 'mark'; name: string; atMs: number }> = [];
   private readonly messageBytes: number;
+  private readonly maxEarlyMs: number;
 
   constructor(private readonly options: PlayoutOptions) {
     if (options.frameMs % FRAME_MS !== 0 || options.frameMs <= 0) {
@@ -46,6 +52,7 @@ export class PlayoutQueue {
       throw new Error(`leadMs (${options.leadMs}) must be at least frameMs (${options.frameMs})`);
     }
     this.messageBytes = (options.frameMs / FRAME_MS) * FRAME_BYTES;
+    this.maxEarlyMs = maxEarlyMs(options.leadMs);
   }
 
   enqueueAudio(data: Uint8Array): void {
@@ -98,7 +105,7 @@ export class PlayoutQueue {
    */
   pull(nowMs: number, earlyMs = 0): PlayoutMessage[] {
     // Never beyond MAX_AHEAD_MS of audio at the far end, whatever window the caller asks for.
-    const early = Math.min(earlyMs, Math.max(0, MAX_AHEAD_MS - this.options.leadMs));
+    const early = Math.min(earlyMs, this.maxEarlyMs);
     const out: PlayoutMessage[] = [];
     if (this.paused) return out;
     if (this.epochMs !== undefined && this.sentMs <= nowMs - this.epochMs) {

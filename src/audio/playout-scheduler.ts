@@ -14,7 +14,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import TinyQueue from 'tinyqueue';
-import { MAX_AHEAD_MS, type PlayoutMessage, type PlayoutQueue } from './playout-queue.js';
+import { maxEarlyMs, type PlayoutMessage, type PlayoutQueue } from './playout-queue.js';
 import { LatencyHistogram } from '../metrics/histogram.js';
 
 export interface PlayoutSink {
@@ -45,7 +45,12 @@ export const DEFAULT_PACING_EARLY_MS = 5;
 
 /** The early window for a lead: as much of DEFAULT_PACING_EARLY_MS as keeps lead + early within MAX_AHEAD_MS. */
 export function pacingEarlyMs(leadMs: number): number {
-  return Math.max(0, Math.min(DEFAULT_PACING_EARLY_MS, MAX_AHEAD_MS - leadMs));
+  return Math.min(DEFAULT_PACING_EARLY_MS, maxEarlyMs(leadMs));
+}
+
+/** Entries due within this of a wake are served by it: the early window, at least the timer-granularity slack. */
+export function wakeWindowMs(earlyMs: number): number {
+  return Math.max(SLACK_MS, earlyMs);
 }
 
 export interface PlayoutSchedulerOptions {
@@ -67,7 +72,7 @@ export class PlayoutScheduler {
   wakes = 0;
 
   private readonly earlyMs: number;
-  /** Entries due within this of a wake are served by it (at least the timer-granularity slack). */
+  /** See `wakeWindowMs`. */
   private readonly windowMs: number;
 
   constructor(
@@ -76,7 +81,7 @@ export class PlayoutScheduler {
   ) {
     this.earlyMs = options.earlyMs ?? DEFAULT_PACING_EARLY_MS;
     if (!(this.earlyMs >= 0)) throw new Error(`earlyMs must be 0 or more, got ${this.earlyMs}`);
-    this.windowMs = Math.max(SLACK_MS, this.earlyMs);
+    this.windowMs = wakeWindowMs(this.earlyMs);
   }
 
   /** Call after enqueuing: sends what is due at once and arms the timer for the rest. */
