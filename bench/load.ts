@@ -21,6 +21,10 @@
  * per call-second as the callers received from our server (same JSON shape, same payload size,
  * base64-encoded per message, the same lead, each call on its own drift-free cadence with a random
  * phase, all from one shared timer that, like ours, serves every call due within the early window).
+ * At the headline frame size each round also measures the `bare-floor`: the same server with each
+ * call on its own timer and no early window, as a plain `ws` server is written (the issue's "bare
+ * ws server that only parses the same inbound frames and sends the same number of outbound
+ * frames"). The shared-timer floor is the stricter of the two: it has our scheduler's batching.
  *
  * Figures per OUTBOUND_FRAME_MS (20, 40, 60) and call count:
  *   - CPU ms per call-second, ours vs floor, and the ratio (target ≤ 1.5×)
@@ -32,7 +36,7 @@
  *     call-second; playback underruns at the callers are shown beside them
  *   - diagnostic (`--no-vad`): our server with a no-op VAD at the first frame size, to split the VAD's share
  *
- *   npx tsx bench/load.ts [--frames 20,40,60] [--calls 50,200] [--seconds 15] [--rounds 3] [--phases spread|aligned] [--gate on|off] [--echo-guard on|off] [--noise-dbfs=-65] [--triton-vad host:port]
+ *   npx tsx bench/load.ts [--frames 20,40,60] [--calls 50,200] [--seconds 15] [--rounds 3] [--phases spread|aligned] [--gate on|off] [--echo-guard on|off] [--bare-floor on|off] [--noise-dbfs=-65] [--triton-vad host:port]
  *   BENCH_CPU_PROFILE=/tmp/profiles npx tsx bench/load.ts …   (a .cpuprofile per case's window)
  *   BENCH_HEAP_PROFILE=/tmp/profiles npx tsx bench/load.ts …  (a .heapprofile of each case's allocations)
  *   BENCH_THREADS=1 …        (CPU by thread and heap per case)
@@ -57,8 +61,12 @@ import { fmt, isMain, machineBusyFraction, machineCpu, printSummary, printTable,
 import type { Vad, VadStream } from '../src/engines/types.js';
 import type { CallerConfig, CallerReady, CallerStats } from './load-callers.js';
 
-/** `ours-no-vad`: our server with the VAD replaced by a no-op (diagnostic: what the VAD costs). */
-export type LoadServerKind = 'ours' | 'ours-no-vad' | 'floor';
+/**
+ * `floor`: the bare server paced like ours (one shared timer, the same early window);
+ * `bare-floor`: the same with each call on its own timer, as a plain `ws` server is written;
+ * `ours-no-vad`: our server with the VAD replaced by a no-op (diagnostic: what the VAD costs).
+ */
+export type LoadServerKind = 'ours' | 'ours-no-vad' | 'floor' | 'bare-floor';
 
 export interface LoadCase {
   server: LoadServerKind;
@@ -116,6 +124,8 @@ export interface LoadBenchOptions {
   noiseDbfs?: number;
   /** Also run our server with a no-op VAD at the first frame size, to split out the VAD's cost. */
   withNoVad?: boolean;
+  /** Also measure the `bare-floor` (per-call timers) in each round at the first frame size (default true). */
+  withBareFloor?: boolean;
   /** Extra environment for our server (e.g. VAD_NOISE_GATE=off for the model on every chunk). */
   serverEnv?: Record<string, string>;
   /**
@@ -176,7 +186,16 @@ interface FloorCall {
   streamSid: string;
   nextDueMs: number;
   offset: number;
+  /** `per-call` pacing: this call's own timer. */
+  timer?: NodeJS.Timeout;
 }
+
+/**
+ * `shared`: one timer for every call, each wake serving every call due within our scheduler's early
+ * window (the least such a server must do). `per-call`: each call on its own drift-free timer, sent
+ * when due (a plain server).
+ */
+export type FloorPacing = 'shared' | 'per-call';
 
 class FloorServer {
   /** Frames due within this of a wake go out on it (our scheduler's early window for this lead). */
@@ -195,6 +214,7 @@ class FloorServer {
     private readonly payloadBytes: number,
     /** Sent ahead of real time at the start of a call, like our playout lead. */
     private readonly leadMs: number,
+    private readonly pacing: FloorPacing = 'shared',
   ) {
     this.windowMs = wakeWindowMs(pacingEarlyMs(leadMs));
     this.audio = Buffer.alloc(80_000);
@@ -225,13 +245,14 @@ class FloorServer {
         const nextDueMs = performance.now() + this.intervalMs - this.leadMs + Math.random() * this.intervalMs;
         call = { ws, streamSid: message.start?.streamSid ?? '', nextDueMs, offset: Math.floor(Math.random() * 40_000) };
         this.calls.add(call);
-        this.arm();
+        if (this.pacing === 'per-call') this.armCall(call);
+        else this.arm();
       } else if (message.event === 'stop' && call !== undefined) {
-        this.calls.delete(call);
+        this.forget(call);
       }
     });
     ws.on('close', () => {
-      if (call !== undefined) this.calls.delete(call);
+      if (call !== undefined) this.forget(call);
     });
     ws.on('error', () => {});
   }
@@ -241,6 +262,26 @@ class FloorServer {
     const payload = this.audio.toString('base64', call.offset, call.offset + this.payloadBytes);
     call.offset += this.payloadBytes;
     call.ws.send(`{"event":"media","streamSid":"${call.streamSid}","media":{"payload":"${payload}"}}`);
+  }
+
+  private forget(call: FloorCall): void {
+    this.calls.delete(call);
+    if (call.timer !== undefined) clearTimeout(call.timer);
+    call.timer = undefined;
+  }
+
+  /** `per-call` pacing: the call's own timer, for its next due time. */
+  private armCall(call: FloorCall): void {
+    if (this.closed || !this.calls.has(call)) return;
+    call.timer = setTimeout(() => {
+      const now = performance.now();
+      while (call.nextDueMs <= now) {
+        this.lateness.record(now - call.nextDueMs);
+        this.sendOne(call);
+        call.nextDueMs += this.intervalMs;
+      }
+      this.armCall(call);
+    }, Math.max(0, call.nextDueMs - performance.now()));
   }
 
   private arm(): void {
@@ -271,6 +312,7 @@ class FloorServer {
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
+    for (const call of this.calls) this.forget(call);
     for (const client of this.wss.clients) client.terminate();
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
@@ -524,6 +566,7 @@ export async function runLoadBench(options: LoadBenchOptions = {}): Promise<Load
   const rounds = options.rounds ?? 3;
   const callers: CallerSetup = { noiseDbfs: options.noiseDbfs ?? -50, inboundPhases: options.inboundPhases ?? 'spread' };
   const withNoVad = options.withNoVad ?? false;
+  const withBareFloor = options.withBareFloor ?? true;
   const serverEnv = options.serverEnv ?? {};
   console.log(
     `\n== Load: server CPU per call-second and pacing, ours vs a bare ws floor (callers in a child process, ${callers.inboundPhases} phases; ` +
@@ -543,6 +586,8 @@ export async function runLoadBench(options: LoadBenchOptions = {}): Promise<Load
         for (const calls of callCounts) {
           let floor: FloorServer | undefined;
           let floorUrl = '';
+          let bareFloor: FloorServer | undefined;
+          let bareFloorUrl = '';
           try {
             for (let round = 1; round <= rounds; round++) {
               const probe: Probe = {
@@ -572,9 +617,18 @@ export async function runLoadBench(options: LoadBenchOptions = {}): Promise<Load
                 intendedAudioMsPerCallSecond: ours.mediaPerCallSecond * frameMs,
               };
               cases.push(await measure(floorProbe, windowS, warmupS, callers));
+              if (withBareFloor && frameMs === frames[0]) {
+                if (bareFloor === undefined) {
+                  bareFloor = new FloorServer(1000 / ours.mediaPerCallSecond, (frameMs / 20) * 160, leadMs, 'per-call');
+                  bareFloorUrl = await bareFloor.listen();
+                }
+                const bareProbe: Probe = { ...floorProbe, server: 'bare-floor', target: { mode: 'bare', url: bareFloorUrl }, lateness: bareFloor.lateness };
+                cases.push(await measure(bareProbe, windowS, warmupS, callers));
+              }
             }
           } finally {
             await floor?.close();
+            await bareFloor?.close();
           }
         }
       } finally {
@@ -631,6 +685,10 @@ export async function runLoadBench(options: LoadBenchOptions = {}): Promise<Load
       const oursCpu = median(pairs.map((p) => p.ours.cpuMsPerCallSecond));
       const floorCpu = median(pairs.map((p) => p.floor.cpuMsPerCallSecond));
       const pacing = median(pairs.map((p) => p.ours.pacingP99));
+      const bare = ours.flatMap((o) => {
+        const b = cases.find((c) => c.server === 'bare-floor' && c.frameMs === frameMs && c.calls === calls && c.round === o.round);
+        return b === undefined ? [] : [{ floor: b, ratio: o.cpuMsPerCallSecond / b.cpuMsPerCallSecond }];
+      });
       const noVad = cases.find((c) => c.server === 'ours-no-vad' && c.frameMs === frameMs && c.calls === calls);
       const tag = `${frameMs} ms frames, ${calls} calls`;
       const sat = pairs.some((p) => p.ours.saturated.length > 0) ? ' (SATURATED)' : '';
@@ -644,6 +702,18 @@ export async function runLoadBench(options: LoadBenchOptions = {}): Promise<Load
           '≤ 1.5×',
           ratio <= 1.5,
         ),
+        ...(bare.length === 0
+          ? []
+          : [
+              row(
+                `  the same against the bare floor (each call on its own timer)`,
+                `bare floor ${fmt(median(bare.map((b) => b.floor.cpuMsPerCallSecond)), 2)} ms: ${fmt(median(bare.map((b) => b.ratio)), 2)}×${
+                  bare.length > 1 ? ` (median); rounds ${bare.map((b) => `${fmt(b.ratio, 2)}×`).join(', ')}` : ''
+                }`,
+                '≤ 1.5×',
+                median(bare.map((b) => b.ratio)) <= 1.5,
+              ),
+            ]),
         ...(noVad === undefined
           ? []
           : [
@@ -723,6 +793,8 @@ if (isMain(import.meta.url)) {
       /** `off`: the VAD model on every chunk (VAD_NOISE_GATE=off), as in npm run bench's worst case. */
       gate: { type: 'string', default: 'on' },
       'echo-guard': { type: 'string', default: 'on' },
+      /** `off`: skip the bare floor (each call on its own timer) at the first frame size. */
+      'bare-floor': { type: 'string', default: 'on' },
       /** The callers' line noise: -50 (a noisy line, the headline) or e.g. -65 (a quiet line). */
       'noise-dbfs': { type: 'string', default: '-50' },
       /** host:port of a Triton (or `npx tsx test/triton-stand-in/main.ts --models silero_vad`): the VAD runs there. */
@@ -732,6 +804,7 @@ if (isMain(import.meta.url)) {
   if (values.phases !== 'spread' && values.phases !== 'aligned') throw new Error('--phases must be spread or aligned');
   if (values.gate !== 'on' && values.gate !== 'off') throw new Error('--gate must be on or off');
   if (values['echo-guard'] !== 'on' && values['echo-guard'] !== 'off') throw new Error('--echo-guard must be on or off');
+  if (values['bare-floor'] !== 'on' && values['bare-floor'] !== 'off') throw new Error('--bare-floor must be on or off');
   const result = await runLoadBench({
     frames: values.frames.split(',').map(Number) as Array<20 | 40 | 60>,
     calls: values.calls.split(',').map(Number),
@@ -740,6 +813,7 @@ if (isMain(import.meta.url)) {
     rounds: Number(values.rounds),
     inboundPhases: values.phases,
     withNoVad: values['no-vad'],
+    withBareFloor: values['bare-floor'] === 'on',
     noiseDbfs: Number(values['noise-dbfs']),
     serverEnv: {
       VAD_NOISE_GATE: values.gate,
