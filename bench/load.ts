@@ -21,7 +21,7 @@
  * per call-second as the callers received from our server (same JSON shape, same payload size,
  * base64-encoded per message, the same lead, each call on its own drift-free cadence with a random
  * phase, all from one shared timer that, like ours, serves every call due within the early window).
- * At the headline frame size each round also measures the `bare-floor`: the same server with each
+ * At a run's first frame size each round also measures the `bare-floor`: the same server with each
  * call on its own timer and no early window, as a plain `ws` server is written (the issue's "bare
  * ws server that only parses the same inbound frames and sends the same number of outbound
  * frames"). The shared-timer floor is the stricter of the two: it has our scheduler's batching.
