@@ -675,20 +675,19 @@ export async function runLoadBench(options: LoadBenchOptions = {}): Promise<Load
   for (const frameMs of frames) {
     for (const calls of callCounts) {
       const ours = cases.filter((c) => c.server === 'ours' && c.frameMs === frameMs && c.calls === calls);
-      const floor = cases.filter((c) => c.server === 'floor' && c.frameMs === frameMs && c.calls === calls);
-      const pairs = ours.flatMap((o) => {
-        const f = floor.find((c) => c.round === o.round);
-        return f === undefined ? [] : [{ ours: o, floor: f, ratio: o.cpuMsPerCallSecond / f.cpuMsPerCallSecond }];
-      });
+      /** Each round's ours beside that round's `kind` of floor. */
+      const pairedWith = (kind: 'floor' | 'bare-floor'): Array<{ ours: LoadCase; floor: LoadCase; ratio: number }> =>
+        ours.flatMap((o) => {
+          const f = cases.find((c) => c.server === kind && c.frameMs === frameMs && c.calls === calls && c.round === o.round);
+          return f === undefined ? [] : [{ ours: o, floor: f, ratio: o.cpuMsPerCallSecond / f.cpuMsPerCallSecond }];
+        });
+      const pairs = pairedWith('floor');
       if (pairs.length === 0) continue;
       const ratio = median(pairs.map((p) => p.ratio));
       const oursCpu = median(pairs.map((p) => p.ours.cpuMsPerCallSecond));
       const floorCpu = median(pairs.map((p) => p.floor.cpuMsPerCallSecond));
       const pacing = median(pairs.map((p) => p.ours.pacingP99));
-      const bare = ours.flatMap((o) => {
-        const b = cases.find((c) => c.server === 'bare-floor' && c.frameMs === frameMs && c.calls === calls && c.round === o.round);
-        return b === undefined ? [] : [{ floor: b, ratio: o.cpuMsPerCallSecond / b.cpuMsPerCallSecond }];
-      });
+      const bare = pairedWith('bare-floor');
       const noVad = cases.find((c) => c.server === 'ours-no-vad' && c.frameMs === frameMs && c.calls === calls);
       const tag = `${frameMs} ms frames, ${calls} calls`;
       const sat = pairs.some((p) => p.ours.saturated.length > 0) ? ' (SATURATED)' : '';

@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: the VAD, pacing, load, turn-latency, Triton-path and post-call benchmarks in order, then
- * one summary table with each figure and its target. Bounded: ~12 minutes on a 2-core machine; a
+ * one summary table with each figure and its target. Bounded: ~15 minutes on a 2-core machine; a
  * watchdog ends it if a piece hangs. `--quick` shortens every window (for a smoke run; the figures
  * are noisier). The post-call piece needs Redis and PostgreSQL (BENCH_REDIS_URL, BENCH_DATABASE_URL;
  * the tests' defaults otherwise).
